@@ -1,0 +1,110 @@
+"""Content-defined chunking of streams and in-memory data, window by window."""
+
+from collections.abc import Callable, Iterator
+
+from chunker._errors import ChunkerError
+from chunker._fastcdc import cut_points, require_extension
+from chunker._params import ChunkerParams
+
+# Bytes read and chunked per fastcdc call: large enough that the per-call
+# overhead vanishes, small enough to keep memory flat on huge files.
+DEFAULT_WINDOW: int = 32 * 1024 * 1024
+
+
+def iter_chunks(
+    read: Callable[[int], bytes], params: ChunkerParams, window: int = DEFAULT_WINDOW
+) -> Iterator[bytes]:
+    """Split the stream produced by repeated read(n) calls (b"" = end) into content-defined chunks.
+
+    The chunks equal those of chunk_bytes on the whole stream, whatever the
+    window and however short the reads. Raises ChunkerError at call time for
+    bad params, a window under 2 * max_size, or a missing fastcdc extension.
+    """
+    params.validate()
+    require_extension()
+    # A window of at least two maximal chunks always holds one final chunk
+    # before the (possibly unfinished) last one, so every window makes progress.
+    if window < 2 * params.max_size:
+        raise ChunkerError(
+            f"chunker window {window} is smaller than 2 * max_size ({2 * params.max_size})"
+        )
+    return _iter_windows(read, params, window)
+
+
+def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> list[bytes]:
+    """Split in-memory data into content-defined chunks in one fastcdc call."""
+    params.validate()
+    view = memoryview(data).cast("B")
+    return [bytes(view[offset : offset + length]) for offset, length in cut_points(view, params)]
+
+
+def _iter_windows(
+    read: Callable[[int], bytes], params: ChunkerParams, window: int
+) -> Iterator[bytes]:
+    """Chunk the stream one window at a time, carrying each window's unfinished tail."""
+    first, is_end = _read_window(read, window)
+    if is_end:
+        # Most files fit in one window: chunk them straight from the read,
+        # without allocating a window-sized buffer per file.
+        yield from chunk_bytes(first, params)
+        return
+    # Longer streams reuse one buffer for every window: a fresh window-sized
+    # allocation per window costs a page fault per 4 KiB and slows chunking.
+    view = memoryview(bytearray(first))
+    del first
+    filled = window
+    while True:
+        cuts = cut_points(view[:filled], params)
+        tail_offset = filled
+        if not is_end:
+            # fastcdc cuts the chunk at offset o by looking only at bytes
+            # o .. o + max_size, so every chunk but the last is final; the last
+            # may only have stopped at the window's edge and must see more data.
+            tail_offset, _ = cuts.pop()
+        for offset, length in cuts:
+            yield bytes(view[offset : offset + length])
+        if is_end:
+            return
+        # Move the tail to the front (memoryview assignment handles the overlap).
+        view[: filled - tail_offset] = view[tail_offset:filled]
+        filled, is_end = _fill(read, view, filled - tail_offset)
+
+
+def _read_window(read: Callable[[int], bytes], window: int) -> tuple[bytes, bool]:
+    """Return up to window bytes from the start of the stream, and whether it ended."""
+    parts: list[bytes] = []
+    size = 0
+    while size < window:
+        part = _read(read, window - size)
+        if not part:
+            return b"".join(parts), True
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts), False
+
+
+def _fill(read: Callable[[int], bytes], view: memoryview, filled: int) -> tuple[int, bool]:
+    """Read into view after its first filled bytes until it is full or the stream ends.
+
+    Returns the new fill level and whether the stream ended.
+    """
+    window = len(view)
+    while filled < window:
+        part = _read(read, window - filled)
+        if not part:
+            return filled, True
+        view[filled : filled + len(part)] = part
+        filled += len(part)
+    return filled, False
+
+
+def _read(read: Callable[[int], bytes], size: int) -> bytes:
+    """Call read(size) and check that it kept to size.
+
+    A read may return fewer bytes than asked before the end (pipes, files that
+    shrink), so callers keep reading and treat only b"" as the end.
+    """
+    part = read(size)
+    if len(part) > size:
+        raise ChunkerError(f"read({size}) returned {len(part)} bytes, more than asked")
+    return part

@@ -1,0 +1,1 @@
+"""hutch's command line: commands, options, output and exit codes."""

@@ -1,0 +1,57 @@
+"""hutch init: create a repository."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import secrets
+import socket
+
+import click
+
+from cli.context import Globals
+from cli.errors import CliError
+from cli.output import emit_json, say
+from crypto import KeyInfo
+from repo.config import RepoConfig
+from repo.repository import Repository
+
+
+def run_init(g: Globals) -> None:
+    backend = g.backend()
+    if backend.exists():
+        raise CliError(f"{backend.location}: a repository already exists there")
+    password = g.password(is_new=True)
+    if not password:
+        raise CliError("an empty password is not allowed")
+    info = KeyInfo(
+        hostname=socket.gethostname(),
+        username=getpass.getuser(),
+        created=dt.datetime.now(dt.UTC).astimezone().isoformat(),
+    )
+    repo = Repository.init(backend, password, info, RepoConfig(repo_id=secrets.token_hex(32)))
+    if g.is_json:
+        emit_json(
+            {
+                "message_type": "initialized",
+                "id": repo.config.repo_id,
+                "repository": backend.location,
+            }
+        )
+        return
+    say(
+        f"created hutch repository {repo.config.repo_id[:10]} at {backend.location}",
+        is_quiet=g.is_quiet,
+    )
+    say(
+        "Please note that knowledge of your password is required to access the repository. "
+        "Losing your password means that your data is irrecoverably lost.",
+        is_quiet=g.is_quiet,
+    )
+
+
+@click.command("init")
+@click.pass_obj
+def init(g: Globals) -> None:
+    """Create a new repository (refuses an existing one)."""
+    run_init(g)

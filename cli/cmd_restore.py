@@ -1,0 +1,106 @@
+"""hutch restore: write a snapshot, a subtree or selected paths into a folder."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from cli.context import Globals
+from cli.errors import CliError
+from cli.options import filter_options, select_snapshot
+from cli.output import Progress, emit_json, format_bytes, say, warn
+from repo.lock import Lock
+from repo.pattern import split_path
+from repo.restore import RestoreOptions, Restorer
+from repo.walk import find_node
+
+
+class _Reporter:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def bytes_written(self, n: int) -> None:
+        self.progress.bytes += n
+
+    def error(self, path: str, message: str) -> None:
+        self.progress.errors += 1
+        warn(f"error: {path}: {message}")
+
+
+def run_restore(
+    g: Globals,
+    ref: str,
+    opts: RestoreOptions,
+    hosts: tuple[str, ...],
+    paths: tuple[str, ...],
+    tags: tuple[str, ...],
+) -> int:
+    snap_ref, _, sub = ref.partition(":")
+    repo = g.open()
+    try:
+        lock = Lock.acquire(repo, is_exclusive=False)
+        try:
+            snap = select_snapshot(repo, snap_ref, hosts, paths, tags)
+            sub_path = os.fsencode(sub or "/")
+            root = find_node(repo, snap.tree, sub_path)
+            if sub and root.type != "dir":
+                raise CliError(f"{sub}: is not a directory; use dump for a single file")
+            progress = Progress(is_shown=g.shows_progress, verb="restored")
+            try:
+                result = Restorer(repo, root, split_path(sub_path), opts, _Reporter(progress)).run()
+            finally:
+                progress.close()
+        finally:
+            lock.release()
+    finally:
+        repo.close()
+    if g.is_json:
+        emit_json(
+            {
+                "message_type": "summary",
+                "snapshot_id": snap.id,
+                "files_restored": result.files,
+                "dirs_restored": result.dirs,
+                "bytes_restored": result.bytes,
+                "errors": result.errors,
+            }
+        )
+    else:
+        say(
+            f"restored snapshot {snap.short_id}: {result.files} files, {result.dirs} dirs, "
+            f"{format_bytes(result.bytes)}",
+            is_quiet=g.is_quiet,
+        )
+    if result.errors:
+        warn(f"error: {result.errors} entries could not be restored intact")
+        return 1
+    return 0
+
+
+@click.command("restore")
+@click.argument("snapshot")
+@click.option("--target", "-t", required=True, type=click.Path(), help="folder to restore into")
+@click.option("--include", "-i", multiple=True, help="restore only paths matching (repeatable)")
+@click.option("--exclude", "-e", multiple=True, help="skip paths matching (repeatable)")
+@click.option("--sparse", is_flag=True, help="leave holes for all-zero chunks")
+@click.option("--verify", is_flag=True, help="re-read every restored file and check it")
+@filter_options
+@click.pass_obj
+def restore(
+    g: Globals,
+    snapshot: str,
+    target: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    sparse: bool,
+    verify: bool,
+    hosts: tuple[str, ...],
+    paths: tuple[str, ...],
+    tags: tuple[str, ...],
+) -> None:
+    """Restore SNAPSHOT[:PATH] into --target."""
+    opts = RestoreOptions(os.fsencode(target), list(include), list(exclude), sparse, verify)
+    code = run_restore(g, snapshot, opts, hosts, paths, tags)
+    if code:
+        raise SystemExit(code)

@@ -1,0 +1,94 @@
+"""Global options, the password, and opening the repository for a command."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from cli.errors import CliError
+from repo.backend import Backend, open_backend
+from repo.repository import Repository
+
+
+@dataclass(slots=True)
+class Globals:
+    """The options every command shares."""
+
+    repo: str | None = None
+    password_file: str | None = None
+    password_command: str | None = None
+    is_json: bool = False
+    is_quiet: bool = False
+    cache_dir: str | None = None
+    is_debug: bool = False
+
+    def location(self) -> str:
+        if not self.repo:
+            raise CliError("no repository given: use -r/--repo or HUTCH_REPOSITORY")
+        return self.repo
+
+    def backend(self) -> Backend:
+        return open_backend(self.location())
+
+    def open(self) -> Repository:
+        return Repository.open(self.backend(), self.password())
+
+    def password(self, *, is_new: bool = False) -> bytes:
+        """The password from file, command, environment, or an interactive prompt."""
+        if self.password_file:
+            return _read_password_file(self.password_file)
+        if self.password_command:
+            return _run_password_command(self.password_command)
+        env = os.environ.get("HUTCH_PASSWORD")
+        if env is not None:
+            return os.fsencode(env)
+        if sys.stdin.isatty():
+            return _prompt(is_new=is_new)
+        raise CliError(
+            "no password given: use --password-file, --password-command or HUTCH_PASSWORD"
+        )
+
+    @property
+    def shows_progress(self) -> bool:
+        return not (self.is_quiet or self.is_json) and sys.stderr.isatty()
+
+
+def _strip_newline(data: bytes) -> bytes:
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    return data.removesuffix(b"\n")
+
+
+def _read_password_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return _strip_newline(f.read())
+    except OSError as exc:
+        raise CliError(f"cannot read password file {path}: {exc.strerror}") from exc
+
+
+def _run_password_command(command: str) -> bytes:
+    try:
+        done = subprocess.run(  # noqa: S602 - the user's own command line, as restic runs it
+            command, shell=True, stdout=subprocess.PIPE, check=False
+        )
+    except OSError as exc:
+        raise CliError(f"password command failed: {exc.strerror}") from exc
+    if done.returncode != 0:
+        raise CliError(f"password command exited with status {done.returncode}")
+    return _strip_newline(done.stdout)
+
+
+def _prompt(*, is_new: bool) -> bytes:
+    try:
+        first = getpass.getpass("enter password for repository: ")
+        if is_new:
+            again = getpass.getpass("enter password again: ")
+            if again != first:
+                raise CliError("passwords do not match")
+    except EOFError as exc:
+        raise CliError("no password given") from exc
+    return os.fsencode(first)

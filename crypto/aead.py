@@ -1,0 +1,116 @@
+"""Object framing: sealing and unsealing repository objects with AES-256-GCM.
+
+Stored bytes (docs/design.md, "Key material and crypto"):
+``version (1) ‖ type (1) ‖ nonce (24) ‖ ciphertext ‖ GCM tag (16)``.
+"""
+
+import enum
+import os
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crypto.errors import AuthenticationError
+
+FORMAT_VERSION = 1
+
+
+class ObjectType(enum.IntEnum):
+    """The type byte of a framed object; bound into the associated data."""
+
+    DATA = 1
+    TREE = 2
+    PACK_HEADER = 3
+    INDEX = 4
+    SNAPSHOT = 5
+    CONFIG = 6
+    LOCK = 7
+    KEY = 8
+
+
+KEY_SIZE = 32
+NONCE_SIZE = 24
+# The first half of the nonce derives a per-object subkey and the second half
+# is the GCM nonce: random 96-bit GCM nonces under one key are only safe for
+# about 2^32 messages, a per-object subkey lifts that limit.
+_SUBKEY_NONCE_SIZE = 12
+TAG_SIZE = 16
+HEADER_SIZE = 2 + NONCE_SIZE
+OVERHEAD = HEADER_SIZE + TAG_SIZE
+# Changing this string changes every subkey, i.e. the on-disk format.
+SUBKEY_CONTEXT = "hutch 2026-11-26 object subkey v1"
+
+
+def seal(
+    key: bytes, otype: ObjectType, plaintext: bytes | memoryview, associated: bytes = b""
+) -> bytes:
+    """Encrypt and authenticate ``plaintext`` as an object of type ``otype``."""
+    return _seal_with_nonce(key, otype, plaintext, associated, os.urandom(NONCE_SIZE))
+
+
+def unseal(
+    key: bytes,
+    otype: ObjectType,
+    data: bytes | memoryview,
+    associated: bytes = b"",
+    *,
+    name: str = "object",
+) -> bytes:
+    """Return the plaintext of a sealed object; raise AuthenticationError naming it otherwise."""
+    _check_key(key)
+    view = memoryview(data)
+    if len(view) < OVERHEAD:
+        raise AuthenticationError(f"{name}: truncated")
+    version, type_byte = view[0], view[1]
+    if version != FORMAT_VERSION:
+        raise AuthenticationError(f"{name}: unsupported format version {version}")
+    if type_byte != otype:
+        actual = _type_name(type_byte)
+        raise AuthenticationError(f"{name}: is a {actual} object, expected {otype.name}")
+    nonce = bytes(view[2:HEADER_SIZE])
+    aead = AESGCM(_subkey(key, nonce))
+    try:
+        return aead.decrypt(nonce[_SUBKEY_NONCE_SIZE:], view[HEADER_SIZE:], _aad(otype, associated))
+    except InvalidTag as exc:
+        raise AuthenticationError(f"{name}: authentication failed") from exc
+
+
+def _seal_with_nonce(
+    key: bytes,
+    otype: ObjectType,
+    plaintext: bytes | memoryview,
+    associated: bytes,
+    nonce: bytes,
+) -> bytes:
+    """Seal with a caller-chosen nonce; only seal() and the format test vectors use this."""
+    _check_key(key)
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
+    aead = AESGCM(_subkey(key, nonce))
+    sealed = aead.encrypt(nonce[_SUBKEY_NONCE_SIZE:], plaintext, _aad(otype, associated))
+    return bytes([FORMAT_VERSION, otype]) + nonce + sealed
+
+
+def _subkey(key: bytes, nonce: bytes) -> bytes:
+    """Derive the per-object AES-256 key from the encryption key and the nonce's first half."""
+    material = key + nonce[:_SUBKEY_NONCE_SIZE]
+    return blake3.blake3(material, derive_key_context=SUBKEY_CONTEXT).digest()
+
+
+def _aad(otype: ObjectType, associated: bytes) -> bytes:
+    # Binding version and type stops an object being served as another kind;
+    # callers add the blob id so one blob cannot be served as another.
+    return bytes([FORMAT_VERSION, otype]) + associated
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"encryption key must be {KEY_SIZE} bytes, got {len(key)}")
+
+
+def _type_name(type_byte: int) -> str:
+    try:
+        return ObjectType(type_byte).name
+    except ValueError:
+        return f"unknown type {type_byte}"

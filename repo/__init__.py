@@ -1,0 +1,1 @@
+"""The repository: backends, packs, index, snapshots, trees, backup and restore."""

@@ -1,0 +1,63 @@
+"""Blob codec: compression marker, zstd, sealing and verification (docs/design.md, blobs)."""
+
+from __future__ import annotations
+
+import sys
+
+from crypto import AuthenticationError, ObjectType, id_hash, seal, unseal
+from repo.errors import DamagedObject
+from repo.types import BlobId, BlobType
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
+# docs/design.md, "Blobs": the first plaintext byte says how the payload is stored.
+MARK_RAW = 0
+MARK_ZSTD = 1
+DEFAULT_LEVEL = 3
+
+
+def compress(data: bytes | memoryview, level: int) -> bytes:
+    """Return `marker ‖ payload`: zstd where it shrinks the data, raw otherwise."""
+    if level > 0 and len(data) > 64:
+        packed = zstd.compress(data, level=level)
+        if len(packed) + 1 < len(data):
+            return bytes((MARK_ZSTD,)) + packed
+    return bytes((MARK_RAW,)) + bytes(data)
+
+
+def decompress(stored: bytes, *, name: str) -> bytes:
+    """Invert compress(); a bad marker or a broken zstd frame is DamagedObject."""
+    if not stored:
+        raise DamagedObject(f"{name}: empty payload")
+    mark = stored[0]
+    if mark == MARK_RAW:
+        return stored[1:]
+    if mark == MARK_ZSTD:
+        try:
+            return zstd.decompress(memoryview(stored)[1:])
+        except zstd.ZstdError as exc:
+            raise DamagedObject(f"{name}: corrupt compressed data") from exc
+    raise DamagedObject(f"{name}: unknown compression marker {mark}")
+
+
+def seal_blob(key: bytes, btype: BlobType, blob_id: BlobId, payload: bytes) -> bytes:
+    """Seal a compressed payload; the blob id is associated data."""
+    return seal(key, ObjectType(btype), payload, associated=blob_id)
+
+
+def open_blob(
+    enc_key: bytes, id_key: bytes, btype: BlobType, blob_id: BlobId, stored: bytes | memoryview
+) -> bytes:
+    """Authenticate, decompress and re-hash one blob; any mismatch is DamagedObject."""
+    name = f"{'tree' if btype is BlobType.TREE else 'data'} blob {blob_id.hex()[:16]}"
+    try:
+        payload = unseal(enc_key, ObjectType(btype), stored, associated=blob_id, name=name)
+    except AuthenticationError as exc:
+        raise DamagedObject(str(exc)) from exc
+    data = decompress(payload, name=name)
+    if id_hash(id_key, data) != blob_id:
+        raise DamagedObject(f"{name}: content does not match its id")
+    return data

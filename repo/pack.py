@@ -1,0 +1,88 @@
+"""Pack files: blobs of one type, an encrypted header and a trailer (docs/design.md, packs)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from crypto import AuthenticationError, ObjectType, seal, unseal
+from repo.errors import DamagedObject
+from repo.types import BlobId, BlobType
+
+# docs/design.md, "Pack header": type u8, id 32 bytes, offset u64, length u32, raw length u32.
+HEADER_RECORD = struct.Struct("<B32sQII")
+# docs/design.md, "Pack trailer": the sealed header's length, u32 little-endian.
+TRAILER = struct.Struct("<I")
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PackedBlob:
+    """One header record: a blob's type, id and place inside its pack."""
+
+    btype: BlobType
+    blob_id: BlobId
+    offset: int
+    length: int
+    raw_length: int
+
+
+class PackBuilder:
+    """Accumulates sealed blobs of one type and finishes them into pack bytes."""
+
+    def __init__(self, btype: BlobType) -> None:
+        self.btype = btype
+        self.blobs: list[PackedBlob] = []
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, blob_id: BlobId, sealed: bytes, raw_length: int) -> None:
+        self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
+        self._parts.append(sealed)
+        self.size += len(sealed)
+
+    def finish(self, key: bytes) -> tuple[bytes, bytes, int]:
+        """Return (pack id, pack bytes, sealed header length)."""
+        header = b"".join(
+            HEADER_RECORD.pack(b.btype, b.blob_id, b.offset, b.length, b.raw_length)
+            for b in self.blobs
+        )
+        sealed = seal(key, ObjectType.PACK_HEADER, header)
+        self._parts.append(sealed)
+        self._parts.append(TRAILER.pack(len(sealed)))
+        data = b"".join(self._parts)
+        self._parts = []
+        return hashlib.sha256(data).digest(), data, len(sealed)
+
+
+def parse_header(key: bytes, plain: bytes, *, name: str) -> list[PackedBlob]:
+    """Decode the records of an already-unsealed pack header."""
+    if len(plain) % HEADER_RECORD.size:
+        raise DamagedObject(f"{name}: header has a partial record")
+    out = []
+    for btype, blob_id, offset, length, raw in HEADER_RECORD.iter_unpack(plain):
+        if btype not in (BlobType.DATA, BlobType.TREE):
+            raise DamagedObject(f"{name}: header names unknown blob type {btype}")
+        out.append(PackedBlob(BlobType(btype), blob_id, offset, length, raw))
+    return out
+
+
+def read_header(key: bytes, tail: bytes, pack_size: int, *, name: str) -> list[PackedBlob]:
+    """Decode a pack's header from the pack's last bytes (`tail` must hold header + trailer)."""
+    if len(tail) < TRAILER.size:
+        raise DamagedObject(f"{name}: too short for a pack")
+    (hlen,) = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    if hlen + TRAILER.size > min(len(tail), pack_size):
+        raise DamagedObject(f"{name}: header length {hlen} out of range")
+    start = len(tail) - TRAILER.size - hlen
+    try:
+        plain = unseal(key, ObjectType.PACK_HEADER, tail[start : start + hlen], name=name)
+    except AuthenticationError as exc:
+        raise DamagedObject(str(exc)) from exc
+    blobs = parse_header(key, plain, name=name)
+    limit = pack_size - TRAILER.size - hlen
+    for b in blobs:
+        if b.offset + b.length > limit:
+            raise DamagedObject(f"{name}: blob {b.blob_id.hex()[:16]} lies outside the pack")
+    return blobs

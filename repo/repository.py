@@ -1,0 +1,260 @@
+"""The repository: opening with a password, objects, blobs, index, snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+from crypto import (
+    AuthenticationError,
+    KdfParams,
+    KeyFileError,
+    KeyInfo,
+    MasterKey,
+    ObjectType,
+    create_keyfile,
+    id_hash,
+    open_keyfile,
+    seal,
+    unseal,
+)
+from crypto import WrongPassword as KeyWrongPassword
+from repo.backend import Backend
+from repo.blob import open_blob
+from repo.config import RepoConfig, decode_config, encode_config
+from repo.errors import (
+    BlobNotFound,
+    DamagedObject,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    WrongPassword,
+)
+from repo.index import IndexedPack, MasterIndex, decode_index, encode_index
+from repo.saver import PackSaver
+from repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from repo.tree import Node, decode_tree, encode_tree
+from repo.types import BlobId, BlobType, Handle, Kind
+
+CONFIG = Handle(Kind.CONFIG, "config")
+# A backup writes an index file after this many packs, so an interrupted run's packs
+# are found by the next one (docs/design.md, index).
+PACKS_PER_INDEX = 16
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Repository:
+    """An open repository: its backend, master key and config."""
+
+    def __init__(self, backend: Backend, master: MasterKey, config: RepoConfig) -> None:
+        self.backend = backend
+        self.master = master
+        self.config = config
+        self._index: MasterIndex | None = None
+        self._saver: PackSaver | None = None
+        self._unindexed: list[IndexedPack] = []
+        self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
+        self.is_dry_run = False
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        password: bytes,
+        info: KeyInfo,
+        config: RepoConfig,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        """Create a new repository with one key file."""
+        if backend.exists():
+            raise RepositoryExists(f"{backend.location}: a repository already exists there")
+        if any(True for _ in backend.list(Kind.KEY)):
+            raise RepositoryExists(f"{backend.location}: holds key files but no config")
+        master = MasterKey.generate()
+        keyfile = create_keyfile(master, password, info, kdf or KdfParams())
+        backend.write(Handle(Kind.KEY, _sha256(keyfile)), keyfile)
+        repo = cls(backend, master, config)
+        backend.write(CONFIG, seal(master.encryption, ObjectType.CONFIG, encode_config(config)))
+        return repo
+
+    @classmethod
+    def open(cls, backend: Backend, password: bytes) -> Repository:
+        """Open with the first key file the password unlocks."""
+        if not backend.exists():
+            raise RepositoryNotFound(f"{backend.location}: no repository there (run init first)")
+        master = cls._unlock(backend, password)
+        raw = backend.read(CONFIG)
+        try:
+            plain = unseal(master.encryption, ObjectType.CONFIG, raw, name="config")
+        except AuthenticationError as exc:
+            raise DamagedObject(str(exc)) from exc
+        return cls(backend, master, decode_config(plain))
+
+    @staticmethod
+    def _unlock(backend: Backend, password: bytes) -> MasterKey:
+        damaged: list[str] = []
+        for info in backend.list(Kind.KEY):
+            data = backend.read(Handle(Kind.KEY, info.name))
+            if _sha256(data) != info.name:
+                damaged.append(info.name)
+                continue
+            try:
+                return open_keyfile(data, password)[0]
+            except KeyWrongPassword:
+                continue
+            except KeyFileError as exc:
+                raise DamagedObject(f"key file {info.name[:8]}: {exc}") from exc
+        if damaged:
+            raise DamagedObject(
+                f"key file {damaged[0][:8]}: damaged (its bytes do not match its name)"
+            )
+        raise WrongPassword("wrong password or no key file matches")
+
+    # -- objects ---------------------------------------------------------------------
+
+    def write_object(self, kind: Kind, otype: ObjectType, plain: bytes) -> str:
+        """Seal and store an object under the SHA-256 of its stored bytes."""
+        data = seal(self.master.encryption, otype, plain)
+        name = _sha256(data)
+        self.backend.write(Handle(kind, name), data)
+        return name
+
+    def read_object(self, kind: Kind, otype: ObjectType, name: str) -> bytes:
+        """Read, check against its name, and open a sealed object."""
+        handle = Handle(kind, name)
+        data = self.backend.read(handle)
+        if _sha256(data) != name:
+            raise DamagedObject(f"{handle}: content does not match its name")
+        try:
+            return unseal(self.master.encryption, otype, data, name=str(handle))
+        except AuthenticationError as exc:
+            raise DamagedObject(str(exc)) from exc
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def list_snapshots(self) -> list[Snapshot]:
+        snaps = []
+        for info in self.backend.list(Kind.SNAPSHOT):
+            plain = self.read_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, info.name)
+            snaps.append(decode_snapshot(plain, info.name))
+        return snaps
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        snap.id = self.write_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, encode_snapshot(snap))
+        return snap.id
+
+    # -- index -----------------------------------------------------------------------
+
+    @property
+    def index(self) -> MasterIndex:
+        """The index, loaded on first use (a no-change backup never needs it)."""
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> MasterIndex:
+        files: dict[str, list[IndexedPack]] = {}
+        superseded: set[str] = set()
+        for info in self.backend.list(Kind.INDEX):
+            try:
+                plain = self.read_object(Kind.INDEX, ObjectType.INDEX, info.name)
+            except ObjectNotFound:
+                continue  # removed by a concurrent prune after we listed it
+            packs, supersedes = decode_index(plain, name=f"index {info.name[:8]}")
+            files[info.name] = packs
+            superseded.update(s.hex() for s in supersedes)
+        index = MasterIndex()
+        index.load(p for name, packs in files.items() if name not in superseded for p in packs)
+        return index
+
+    # -- blobs -----------------------------------------------------------------------
+
+    def load_blob(self, btype: BlobType, blob_id: BlobId) -> bytes:
+        loc = self.index.lookup(btype, blob_id)
+        if loc is None:
+            raise BlobNotFound(f"{btype.name.lower()} blob {blob_id.hex()[:16]}: not in index")
+        stored = self.backend.read(Handle(Kind.DATA, loc.pack.hex()), loc.offset, loc.length)
+        return open_blob(self.master.encryption, self.master.id_key, btype, blob_id, stored)
+
+    def blob_id(self, data: bytes | memoryview) -> BlobId:
+        return id_hash(self.master.id_key, data)
+
+    def has_blob(self, btype: BlobType, blob_id: BlobId) -> bool:
+        return blob_id in self._saved[btype] or self.index.has(btype, blob_id)
+
+    def save_blob(self, btype: BlobType, data: bytes) -> tuple[BlobId, bool]:
+        """Store a blob unless the repository (or this run) has it already."""
+        blob_id = self.blob_id(data)
+        if self.has_blob(btype, blob_id):
+            return blob_id, False
+        self._saved[btype].add(blob_id)
+        if not self.is_dry_run:
+            self._get_saver().add(btype, blob_id, data)
+        return blob_id, True
+
+    def _get_saver(self) -> PackSaver:
+        if self._saver is None:
+            self._saver = PackSaver(
+                self.master.encryption,
+                self.config.compression_level,
+                self.config.pack_size,
+                self._upload_pack,
+                self._pack_stored,
+            )
+        return self._saver
+
+    def _upload_pack(self, pack_id: bytes, data: bytes) -> None:
+        self.backend.write(Handle(Kind.DATA, pack_id.hex()), data)
+
+    def _pack_stored(self, pack: IndexedPack) -> None:
+        self.index.add_pack(pack)
+        self._unindexed.append(pack)
+        if len(self._unindexed) >= PACKS_PER_INDEX:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        if self._unindexed:
+            self.write_object(Kind.INDEX, ObjectType.INDEX, encode_index(self._unindexed))
+            self._unindexed = []
+
+    @property
+    def bytes_stored(self) -> int:
+        return self._saver.bytes_stored if self._saver else 0
+
+    def flush(self) -> None:
+        """Store every pending blob and index every stored pack."""
+        if self._saver is not None:
+            self._saver.flush()
+        self._write_index()
+
+    def close(self) -> None:
+        if self._saver is not None:
+            self._saver.close()
+            self._saver = None
+        self.backend.close()
+
+    # -- trees -----------------------------------------------------------------------
+
+    def load_tree(self, tree_id: BlobId) -> list[Node]:
+        data = self.load_blob(BlobType.TREE, tree_id)
+        return decode_tree(data, name=f"tree {tree_id.hex()[:16]}")
+
+    def save_tree(self, nodes: list[Node]) -> tuple[BlobId, bool]:
+        return self.save_blob(BlobType.TREE, encode_tree(nodes))
+
+    def iter_lock_names(self) -> Iterator[str]:
+        return (info.name for info in self.backend.list(Kind.LOCK))
+
+
+@contextlib.contextmanager
+def closing(repo: Repository) -> Iterator[Repository]:
+    try:
+        yield repo
+    finally:
+        repo.close()

@@ -1,0 +1,102 @@
+"""Tree blobs: one directory's sorted entries in a fixed field order (docs/design.md, trees)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import msgpack
+
+from repo.errors import DamagedObject
+from repo.types import ID_SIZE, BlobId
+
+TREE_VERSION = 1
+# A file with more chunks than this keeps its chunk list in list blobs (docs/design.md, trees).
+MAX_INLINE_CONTENT = 10_000
+
+NODE_TYPES = ("file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev")
+
+
+@dataclass(slots=True)
+class Node:
+    """One directory entry of a snapshot; field order is the on-disk order."""
+
+    name: bytes
+    type: str
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    user: str = ""
+    group: str = ""
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    size: int = 0
+    content: list[BlobId] | None = None
+    subtree: BlobId | None = None
+    target: bytes | None = None
+    rdev: int = 0
+    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    device: int | None = None
+    nlink: int | None = None
+    atime_ns: int | None = None
+    content_lists: list[BlobId] | None = None
+
+
+_FIELDS = [f.name for f in fields(Node)]
+
+
+def _node_row(node: Node) -> list[Any]:
+    row = [getattr(node, name) for name in _FIELDS]
+    row[_FIELDS.index("xattrs")] = [list(x) for x in node.xattrs]
+    return row
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    """Encode entries sorted by name, so identical directories encode identically."""
+    nodes = sorted(nodes, key=lambda n: n.name)
+    data: bytes = msgpack.packb([TREE_VERSION, [_node_row(n) for n in nodes]], use_bin_type=True)
+    return data
+
+
+def _check_node(node: Node, name: str) -> None:
+    if node.type not in NODE_TYPES:
+        raise DamagedObject(f"{name}: entry of unknown type {node.type!r}")
+    ids = (node.content or []) + (node.content_lists or [])
+    if node.subtree is not None:
+        ids.append(node.subtree)
+    if any(not isinstance(i, bytes) or len(i) != ID_SIZE for i in ids):
+        raise DamagedObject(f"{name}: malformed blob id")
+
+
+def decode_tree(data: bytes, *, name: str = "tree") -> list[Node]:
+    """Decode a tree blob; malformed data is DamagedObject naming the tree."""
+    try:
+        version, rows = msgpack.unpackb(data, raw=False, use_list=True)
+        if version != TREE_VERSION:
+            raise DamagedObject(f"{name}: unsupported tree version {version}")
+        nodes = []
+        for row in rows:
+            node = Node(*row[: len(_FIELDS)])
+            node.xattrs = [(bytes(k), bytes(v)) for k, v in node.xattrs]
+            _check_node(node, name)
+            nodes.append(node)
+        return nodes
+    except (TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise DamagedObject(f"{name}: malformed tree") from exc
+
+
+def encode_content_list(ids: list[BlobId]) -> bytes:
+    """A list blob: part of the chunk list of a very large file."""
+    data: bytes = msgpack.packb([TREE_VERSION, ids], use_bin_type=True)
+    return data
+
+
+def decode_content_list(data: bytes, *, name: str = "list blob") -> list[BlobId]:
+    try:
+        version, ids = msgpack.unpackb(data, raw=False)
+        if version != TREE_VERSION or any(len(i) != ID_SIZE for i in ids):
+            raise DamagedObject(f"{name}: malformed chunk list")
+        return [bytes(i) for i in ids]
+    except (TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise DamagedObject(f"{name}: malformed chunk list") from exc

@@ -1,0 +1,42 @@
+"""Tests pinning the public names of the crypto package."""
+
+import crypto
+
+
+def test_exported_names() -> None:
+    """crypto exports exactly its documented public API."""
+    assert set(crypto.__all__) == {
+        "CHEAP",
+        "DEFAULT_KDF_PARAMS",
+        "FORMAT_VERSION",
+        "HEADER_SIZE",
+        "ID_SIZE",
+        "KEYFILE_VERSION",
+        "NONCE_SIZE",
+        "OVERHEAD",
+        "SALT_SIZE",
+        "SUBKEY_CONTEXT",
+        "TAG_SIZE",
+        "AuthenticationError",
+        "CryptoError",
+        "KdfParams",
+        "KeyFileError",
+        "KeyInfo",
+        "MasterKey",
+        "ObjectType",
+        "WrongPassword",
+        "create_keyfile",
+        "derive_key",
+        "id_hash",
+        "open_keyfile",
+        "read_kdf_params",
+        "seal",
+        "unseal",
+    }
+    assert all(hasattr(crypto, name) for name in crypto.__all__)
+
+
+def test_error_hierarchy() -> None:
+    """Every crypto error derives from CryptoError."""
+    for error in (crypto.AuthenticationError, crypto.WrongPassword, crypto.KeyFileError):
+        assert issubclass(error, crypto.CryptoError)
