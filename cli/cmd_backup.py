@@ -43,6 +43,9 @@ class _Reporter:
         self.progress.errors += 1
         warn(f"error: {show_path(path)}: {message}")
 
+    def warning(self, path: bytes, message: str) -> None:
+        warn(f"warning: {show_path(path)}: {message}")
+
 
 def _parse_time(text: str) -> int:
     try:

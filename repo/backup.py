@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from chunker import iter_chunks
-from repo.errors import SourceError
+from repo.errors import RepoError, SourceError
 from repo.fsmeta import group_name, node_from_stat, user_name
 from repo.pattern import PatternSet, split_path
 from repo.repository import Repository
@@ -20,8 +20,11 @@ from repo.tree import MAX_INLINE_CONTENT, Node, encode_content_list, encode_tree
 from repo.types import BlobId, BlobType
 
 # docs/design.md, "Backup": an entry whose mtime or ctime is this close to the parent
-# snapshot's start may have changed again within the same clock tick, so it is reread.
-RACY_NS = 1_000_000_000
+# snapshot's start may have changed again within the same timestamp tick, so it is
+# reread. Linux file systems stamp with the kernel's coarse clock (a few ms); whole
+# seconds on both stamps suggest a file system with 1 s or 2 s granularity.
+RACY_NS = 20_000_000
+RACY_COARSE_NS = 2_000_000_000
 READ_WINDOW = 32 * 1024 * 1024
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 
@@ -35,6 +38,7 @@ class Reporter(Protocol):
     def file_done(self, path: bytes, size: int) -> None: ...
     def bytes_read(self, n: int) -> None: ...
     def error(self, path: bytes, message: str) -> None: ...
+    def warning(self, path: bytes, message: str) -> None: ...
 
 
 class QuietReporter:
@@ -45,6 +49,9 @@ class QuietReporter:
         return None
 
     def error(self, path: bytes, message: str) -> None:
+        return None
+
+    def warning(self, path: bytes, message: str) -> None:
         return None
 
 
@@ -86,7 +93,9 @@ class BackupOptions:
 
 
 def _racy(node: Node, start_ns: int) -> bool:
-    return max(node.mtime_ns, node.ctime_ns) >= start_ns - RACY_NS
+    is_coarse = node.mtime_ns % 1_000_000_000 == 0 and node.ctime_ns % 1_000_000_000 == 0
+    window = RACY_COARSE_NS if is_coarse else RACY_NS
+    return max(node.mtime_ns, node.ctime_ns) >= start_ns - window
 
 
 class Archiver:
@@ -100,7 +109,6 @@ class Archiver:
         self.excludes = PatternSet(opts.excludes)
         self.start_ns = time.time_ns()
         self._parent_start = opts.parent.start_ns if opts.parent else 0
-        self._interrupt_check: Callable[[], None] = lambda: None
 
     # -- saving ----------------------------------------------------------------------
 
@@ -144,7 +152,7 @@ class Archiver:
         finally:
             os.close(fd)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != st.st_size:
-            self.reporter.error(path, "file changed while it was read; stored what was read")
+            self.reporter.warning(path, "file changed while it was read; stored what was read")
         node.size = size
         self._set_content(node, content)
 
@@ -192,13 +200,13 @@ class Archiver:
             return {}
         try:
             return {n.name: n for n in self.repo.load_tree(old.subtree)}
-        except Exception as exc:
-            self.reporter.error(b"parent", f"cannot use parent tree: {exc}")
+        except RepoError as exc:
+            # A damaged parent only costs rereading the files below it.
+            self.reporter.warning(old.name, f"cannot use the parent's tree: {exc}")
             return {}
 
     def _entry(self, path: bytes, name: bytes, old: Node | None) -> Node | None:
         """Back up one entry; None when it was skipped (excluded or unreadable)."""
-        self._interrupt_check()
         if self.excludes and self.excludes.matches(split_path(path)):
             return None
         try:
@@ -263,10 +271,8 @@ class Archiver:
         node.subtree = self._virtual(path, sub, old.subtree if old is not None else None)
         return node
 
-    def run(self, check_interrupt: Callable[[], None] | None = None) -> tuple[Snapshot, bool]:
+    def run(self) -> tuple[Snapshot, bool]:
         """Back up the sources; returns the snapshot and whether it was written."""
-        if check_interrupt is not None:
-            self._interrupt_check = check_interrupt
         paths = self._existing_paths()
         old_root = self.opts.parent.tree if self.opts.parent else None
         if b"/" in paths:
