@@ -16,6 +16,7 @@ import click
 
 from cli.context import Globals
 from cli.errors import EXIT_PARTIAL, CliError
+from cli.options import global_options
 from cli.output import Progress, emit_json, format_bytes, format_duration, say, show_path, warn
 from repo.backup import Archiver, BackupOptions, BackupStats
 from repo.lock import Lock
@@ -98,6 +99,7 @@ class BackupRequest:
     is_stdin: bool = False
     stdin_filename: str = "stdin"
     is_dry_run: bool = False
+    with_atime: bool = False
 
     def patterns(self) -> list[str]:
         out = list(self.excludes)
@@ -114,8 +116,9 @@ class BackupRequest:
             raise CliError("--stdin takes no paths", 2)
         if not self.is_stdin and not self.paths:
             raise CliError("backup needs at least one path (or --stdin)", 2)
-        if self.is_stdin and not self.stdin_filename.strip("/"):
-            raise CliError("--stdin-filename must not be empty", 2)
+        name = self.stdin_filename.strip("/")
+        if self.is_stdin and (not name or "/" in name or name in (".", "..")):
+            raise CliError("--stdin-filename must be a plain file name", 2)
 
 
 def _summary(stats: BackupStats, snap: Snapshot, saved: bool, seconds: float) -> dict[str, object]:
@@ -157,6 +160,7 @@ def _options(req: BackupRequest, parent: Snapshot | None, abs_paths: list[bytes]
         is_force=req.is_force,
         excludes=req.patterns(),
         is_dry_run=req.is_dry_run,
+        with_atime=req.with_atime,
         program_version=PROGRAM_VERSION,
     )
 
@@ -209,6 +213,7 @@ def run_backup(g: Globals, req: BackupRequest) -> int:
 
 
 @click.command("backup")
+@global_options
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--tag", multiple=True, help="add a tag to the snapshot (a,b = two tags)")
 @click.option("--host", help="hostname to record (default: this machine's)")
@@ -220,6 +225,7 @@ def run_backup(g: Globals, req: BackupRequest) -> int:
 @click.option("--stdin", is_flag=True, help="back up standard input as one file")
 @click.option("--stdin-filename", default="stdin", show_default=True, help="name for --stdin")
 @click.option("--dry-run", "-n", is_flag=True, help="read everything, store nothing")
+@click.option("--with-atime", is_flag=True, help="also store access times")
 @click.pass_obj
 def backup(
     g: Globals,
@@ -234,10 +240,22 @@ def backup(
     stdin: bool,
     stdin_filename: str,
     dry_run: bool,
+    with_atime: bool,
 ) -> None:
     """Back up PATHs (stored with absolute paths) into a new snapshot."""
     req = BackupRequest(
-        paths, tag, host, time, parent, force, exclude, exclude_file, stdin, stdin_filename, dry_run
+        paths,
+        tag,
+        host,
+        time,
+        parent,
+        force,
+        exclude,
+        exclude_file,
+        stdin,
+        stdin_filename,
+        dry_run,
+        with_atime,
     )
     code = run_backup(g, req)
     if code:

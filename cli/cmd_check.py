@@ -9,6 +9,7 @@ import click
 
 from cli.context import Globals
 from cli.errors import CliError
+from cli.options import global_options
 from cli.output import emit_json, say, warn
 from repo.check import Checker
 from repo.lock import Lock
@@ -76,6 +77,7 @@ def run_check(g: Globals, is_read_data: bool, subset: str | None) -> int:
 
 
 @click.command("check")
+@global_options
 @click.option("--read-data", is_flag=True, help="download every pack and verify every blob")
 @click.option("--read-data-subset", metavar="n/m|N%", help="read only a subset of the packs")
 @click.pass_obj

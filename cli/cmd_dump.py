@@ -8,7 +8,7 @@ import sys
 import click
 
 from cli.context import Globals
-from cli.options import filter_options, select_snapshot
+from cli.options import filter_options, global_options, select_snapshot
 from repo.dump import dump_file, dump_tar
 from repo.walk import find_node
 
@@ -37,6 +37,7 @@ def run_dump(
 
 
 @click.command("dump")
+@global_options
 @click.argument("snapshot")
 @click.argument("path")
 @filter_options

@@ -11,6 +11,7 @@ import click
 
 from cli.context import Globals
 from cli.errors import CliError
+from cli.options import global_options
 from cli.output import emit_json, say
 from crypto import KeyInfo
 from repo.config import RepoConfig
@@ -51,6 +52,7 @@ def run_init(g: Globals) -> None:
 
 
 @click.command("init")
+@global_options
 @click.pass_obj
 def init(g: Globals) -> None:
     """Create a new repository (refuses an existing one)."""

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cli.context import Globals
-from cli.options import filter_options, select_snapshot, snapshot_json
+from cli.options import filter_options, global_options, select_snapshot, snapshot_json
 from cli.output import emit_json, say, show_path, warn
 from repo.tree import Node
 from repo.walk import find_node, walk
@@ -95,6 +95,7 @@ def run_ls(
 
 
 @click.command("ls")
+@global_options
 @click.argument("snapshot")
 @click.argument("path", required=False)
 @filter_options

@@ -8,7 +8,7 @@ import click
 
 from cli.context import Globals
 from cli.errors import CliError
-from cli.options import filter_options, select_snapshot
+from cli.options import filter_options, global_options, select_snapshot
 from cli.output import Progress, emit_json, format_bytes, say, warn
 from repo.lock import Lock
 from repo.pattern import split_path
@@ -79,6 +79,7 @@ def run_restore(
 
 
 @click.command("restore")
+@global_options
 @click.argument("snapshot")
 @click.option("--target", "-t", required=True, type=click.Path(), help="folder to restore into")
 @click.option("--include", "-i", multiple=True, help="restore only paths matching (repeatable)")

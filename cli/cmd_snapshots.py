@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.context import Globals
-from cli.options import filter_options, snapshot_json
+from cli.options import filter_options, global_options, snapshot_json
 from cli.output import emit_json, say
 from repo.snapshot import SnapshotFilter, sort_snapshots
 
@@ -44,6 +44,7 @@ def run_snapshots(
 
 
 @click.command("snapshots")
+@global_options
 @filter_options
 @click.pass_obj
 def snapshots(

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cli.context import Globals
 from repo.repository import Repository
 from repo.snapshot import Snapshot, SnapshotFilter, find_snapshot
 
@@ -19,9 +20,32 @@ def filter_options(func: F) -> F:
         "--tag", "tags", multiple=True, help="only snapshots with this tag (a,b = both)"
     )(func)
     func = click.option(
-        "--path", "paths", multiple=True, help="only snapshots of exactly this path"
+        "--path", "paths", multiple=True, help="only snapshots that include this absolute path"
     )(func)
     return click.option("--host", "hosts", multiple=True, help="only snapshots of this host")(func)
+
+
+def _set_global(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    """Options given after the command name override those given before it."""
+    if value and param.name is not None:
+        setattr(ctx.find_object(Globals), param.name, value)
+
+
+def global_options(func: F) -> F:
+    """The global options, accepted after the command name too (as restic accepts them)."""
+    specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        (("-r", "--repo", "repo"), {}),
+        (("--password-file", "password_file"), {}),
+        (("--password-command", "password_command"), {}),
+        (("--json", "is_json"), {"is_flag": True}),
+        (("-q", "--quiet", "is_quiet"), {"is_flag": True}),
+        (("--cache-dir", "cache_dir"), {}),
+    ]
+    for decls, extra in specs:
+        func = click.option(*decls, expose_value=False, callback=_set_global, hidden=True, **extra)(
+            func
+        )
+    return func
 
 
 def select_snapshot(

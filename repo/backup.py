@@ -263,10 +263,15 @@ class Archiver:
 
     def _intermediate(self, path: bytes, name: bytes, sub: Layout, old: Node | None) -> Node | None:
         try:
-            st = os.lstat(path)
+            # A folder on the way to a source may be reached through a symlink;
+            # the snapshot records the folder it leads to.
+            st = os.stat(path)
             node = node_from_stat(name, path, st, with_atime=self.opts.with_atime)
         except OSError as exc:
             self._fail(path, exc)
+            return None
+        if node.type != "dir":
+            self._fail(path, NotADirectoryError(errno.ENOTDIR, "not a directory"))
             return None
         node.subtree = self._virtual(path, sub, old.subtree if old is not None else None)
         return node

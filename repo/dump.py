@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -61,7 +62,7 @@ def _tarinfo(name: str, node: Node) -> tarfile.TarInfo:
     if node.type == "symlink":
         info.linkname = (node.target or b"").decode("utf-8", "surrogateescape")
     if node.type in ("chardev", "blockdev"):
-        info.devmajor, info.devminor = node.rdev >> 8 & 0xFFF, node.rdev & 0xFF
+        info.devmajor, info.devminor = os.major(node.rdev), os.minor(node.rdev)
     return info
 
 

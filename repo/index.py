@@ -93,6 +93,8 @@ class _Table:
 
     def __init__(self, entries: list[tuple[bytes, int, int, int, int]]) -> None:
         entries.sort()
+        # A blob indexed twice (two backups stored it concurrently) keeps one place.
+        entries = [e for i, e in enumerate(entries) if i == 0 or e[0] != entries[i - 1][0]]
         self.ids = _Ids(b"".join(e[0] for e in entries))
         self.packs = array("I", (e[1] for e in entries))
         self.offsets = array("Q", (e[2] for e in entries))

@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
+def _class(part: str, i: int) -> tuple[str, int]:
+    """Translate the character class opening at part[i]; returns (regex, next index)."""
+    j = i + 1
+    negate = j < len(part) and part[j] in "^!"
+    j += negate
+    body = []
+    while j < len(part) and (part[j] != "]" or not body):
+        if part[j] == "\\" and j + 1 < len(part):
+            j += 1
+        body.append("\\" + part[j] if part[j] in "\\^[]" else part[j])
+        j += 1
+    if j >= len(part):
+        return re.escape(part[i]), i + 1  # no closing bracket: a literal "["
+    return "[" + ("^" if negate else "") + "".join(body) + "]", j + 1
+
+
 def _component(part: str) -> re.Pattern[str] | None:
-    """One path component as a regex; None stands for `**` (any number of components)."""
+    """One path component as a regex, with the syntax of Go's filepath.Match (restic's):
+    `*`, `?`, `[...]`, `[^...]` and backslash escapes. None stands for `**`."""
     if part == "**":
         return None
-    # Go's filepath.Match (restic) negates a class with ^, fnmatch with !.
-    return re.compile(fnmatch.translate(part.replace("[^", "[!")), re.DOTALL)
+    out, i = [], 0
+    while i < len(part):
+        c = part[i]
+        if c == "\\" and i + 1 < len(part):
+            out.append(re.escape(part[i + 1]))
+            i += 2
+            continue
+        if c == "[":
+            regex, i = _class(part, i)
+            out.append(regex)
+            continue
+        out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)

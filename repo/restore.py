@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from repo.errors import RepoError
 from repo.packread import read_blobs, verify_file
 from repo.pattern import PatternSet
 from repo.repository import Repository
@@ -129,7 +130,12 @@ class Restorer:
     def _plan(self, tree_id: BlobId, rel: tuple[bytes, ...], parts: tuple[str, ...]) -> bool:
         """Collect what to restore below a tree; True when anything was taken."""
         taken = False
-        for node in self.repo.load_tree(tree_id):
+        try:
+            nodes = self.repo.load_tree(tree_id)
+        except RepoError as exc:
+            self._error(rel, f"cannot read its tree: {exc}")
+            return False
+        for node in nodes:
             if not is_safe_name(node.name):
                 self._error((*rel, node.name), "refusing an entry with an unsafe name")
                 continue
@@ -162,16 +168,28 @@ class Restorer:
                 return
             self._inodes[key] = rel
         if node.type == "file":
-            item = _File(rel, node)
-            offset = 0
-            for blob_id in file_content(self.repo, node):
-                loc = self.repo.index.lookup(BlobType.DATA, blob_id)
-                length = loc.raw_length if loc else 0
-                item.blobs.append((blob_id, offset))
-                offset += length
-            self.files.append(item)
-        else:
+            self.files.append(self._plan_file(rel, node))
+        elif node.type != "socket":  # a socket belongs to a process; restic skips them too
             self.others.append((rel, node))
+
+    def _plan_file(self, rel: tuple[bytes, ...], node: Node) -> _File:
+        """Place each chunk at its offset; after a missing chunk the offsets are unknown."""
+        item = _File(rel, node)
+        try:
+            content = file_content(self.repo, node)
+        except RepoError as exc:
+            item.damaged.append((0, node.size, str(exc)))
+            return item
+        offset = 0
+        for blob_id in content:
+            loc = self.repo.index.lookup(BlobType.DATA, blob_id)
+            if loc is None:
+                why = f"data blob {blob_id.hex()[:16]} is not in the index"
+                item.damaged.append((offset, node.size, why))
+                break
+            item.blobs.append((blob_id, offset))
+            offset += loc.raw_length
+        return item
 
     # -- running ---------------------------------------------------------------------
 
@@ -213,13 +231,11 @@ class Restorer:
     def _create(self, item: _File) -> int:
         parent = self._dirs.fd(item.rel[:-1])
         name = item.rel[-1]
-        try:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=parent)  # replace, never follow, a symlink
-        except FileNotFoundError:
-            pass
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Replace whatever is there: writing into an existing inode could reach a file
+        # outside the target through a hard link, or follow a symlink.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=parent)
         os.ftruncate(fd, item.node.size)
         return fd
@@ -255,8 +271,7 @@ class Restorer:
             for blob_id, offset in item.blobs:
                 loc = self.repo.index.lookup(BlobType.DATA, blob_id)
                 if loc is None:
-                    item.damaged.append((offset, offset, f"blob {blob_id.hex()[:16]} not found"))
-                    continue
+                    continue  # planned only when indexed
                 by_pack.setdefault(loc.pack, {}).setdefault(blob_id, []).append((index, offset))
                 item.remaining += 1
             self._maybe_finish(index)
@@ -269,7 +284,8 @@ class Restorer:
             for index, offset in blobs[blob_id]:
                 item = self.files[index]
                 if problem is not None:
-                    end = offset + (len(data) if data else 0)
+                    loc = locs[blob_id]
+                    end = offset + (loc.raw_length if loc else 0)
                     item.damaged.append((offset, end, problem))
                 elif not (self.opts.is_sparse and data.count(0) == len(data)):
                     self._pwrite(index, data, offset)

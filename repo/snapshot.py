@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,9 @@ class SnapshotFilter:
         # any one --tag value matching is enough.
         if self.tags and not any(set(t.split(",")) <= set(snap.tags) for t in self.tags):
             return False
-        return not self.paths or set(self.paths) <= set(snap.str_paths())
+        # restic: a snapshot matches when it includes every given path.
+        wanted = {os.path.normpath(p) for p in self.paths}
+        return wanted <= set(snap.str_paths())
 
 
 def sort_snapshots(snaps: Iterable[Snapshot]) -> list[Snapshot]:

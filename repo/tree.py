@@ -59,7 +59,14 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return data
 
 
+_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "inode", "size", "rdev")
+
+
 def _check_node(node: Node, name: str) -> None:
+    if not isinstance(node.name, bytes) or not all(
+        isinstance(getattr(node, f), int) for f in _INT_FIELDS
+    ):
+        raise DamagedObject(f"{name}: entry with fields of the wrong type")
     if node.type not in NODE_TYPES:
         raise DamagedObject(f"{name}: entry of unknown type {node.type!r}")
     ids = (node.content or []) + (node.content_lists or [])

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import PASSWORD, Hutch, hutch_bin_path
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "HUTCH_PASSWORD": PASSWORD,
-        "HUTCH_CACHE_DIR": str(tmp_path / "cache"),
-        "LANG": "C.UTF-8",
-    }
+from harness import Hutch, hutch_bin_path, hutch_env
 
 
 @pytest.fixture
@@ -28,7 +17,7 @@ def hutch_bin() -> str:
 @pytest.fixture
 def hutch(tmp_path: Path, hutch_bin: str) -> Hutch:
     """A hutch bound to a new, initialised repository under tmp_path."""
-    h = Hutch(hutch_bin, tmp_path / "repo", _env(tmp_path))
+    h = Hutch(hutch_bin, tmp_path / "repo", hutch_env(tmp_path))
     h.run("init")
     return h
 
@@ -36,4 +25,4 @@ def hutch(tmp_path: Path, hutch_bin: str) -> Hutch:
 @pytest.fixture
 def make_hutch(tmp_path: Path, hutch_bin: str) -> Callable[[Path], Hutch]:
     """A hutch for a repository path of the test's choosing, not initialised."""
-    return lambda repo: Hutch(hutch_bin, repo, _env(tmp_path))
+    return lambda repo: Hutch(hutch_bin, repo, hutch_env(tmp_path))

@@ -25,6 +25,18 @@ def hutch_bin_path() -> str:
     return path
 
 
+def hutch_env(base: Path) -> dict[str, str]:
+    """The environment hutch runs in: the test password, and HOME and cache under base."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(base / "home"),
+        "HUTCH_PASSWORD": PASSWORD,
+        "HUTCH_CACHE_DIR": str(base / "cache"),
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
+
+
 @dataclass
 class Hutch:
     """Runs the installed hutch against one repository."""
@@ -32,6 +44,8 @@ class Hutch:
     bin: str
     repo: Path
     env: dict[str, str]
+    # Commands hutch runs under, such as setpriv to drop root.
+    wrapper: tuple[str, ...] = ()
 
     def run(
         self,
@@ -42,6 +56,7 @@ class Hutch:
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         argv = [
+            *self.wrapper,
             self.bin,
             "-r",
             str(self.repo),

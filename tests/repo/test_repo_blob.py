@@ -1,0 +1,165 @@
+"""Tests for repo.blob: the compression marker, zstd, sealing and verification of blobs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import ENC_KEY, ID_KEY, OTHER_KEY, blob_types, compressible, payloads
+
+from crypto import id_hash
+from repo.blob import MARK_RAW, MARK_ZSTD, compress, decompress, open_blob, seal_blob
+from repo.errors import DamagedObject
+from repo.types import BlobType
+
+NAME = "data blob 0123456789abcdef"
+
+
+def _sealed(btype: BlobType, data: bytes) -> tuple[bytes, bytes]:
+    blob_id = id_hash(ID_KEY, data)
+    return blob_id, seal_blob(ENC_KEY, btype, blob_id, compress(data, 3))
+
+
+@given(data=payloads | compressible, level=st.integers(0, 5))
+def test_compress_round_trip(data: bytes, level: int) -> None:
+    """decompress(compress(x)) == x for every level, including 0 (no compression)."""
+    assert decompress(compress(data, level), name=NAME) == data
+
+
+@given(data=payloads | compressible, level=st.integers(1, 5))
+def test_compress_never_grows_by_more_than_the_marker(data: bytes, level: int) -> None:
+    """The stored payload is at most one byte longer than the data."""
+    assert len(compress(data, level)) <= len(data) + 1
+
+
+@given(data=compressible)
+def test_compressible_data_uses_zstd(data: bytes) -> None:
+    """Repetitive data longer than 64 bytes is stored zstd-compressed and smaller."""
+    stored = compress(data, 3)
+    assert stored[0] == MARK_ZSTD
+    assert len(stored) < len(data)
+
+
+def test_random_bytes_use_the_raw_marker() -> None:
+    """Data zstd cannot shrink (random bytes) is stored raw, behind the raw marker."""
+    data = os.urandom(4096)
+    assert compress(data, 3) == bytes([MARK_RAW]) + data
+
+
+def test_level_zero_stores_raw() -> None:
+    """Level 0 means no compression, even for compressible data."""
+    assert compress(b"a" * 1000, 0) == bytes([MARK_RAW]) + b"a" * 1000
+
+
+def test_compress_accepts_memoryview() -> None:
+    """compress() takes a memoryview as well as bytes."""
+    data = b"xyz" * 100
+    assert decompress(compress(memoryview(data), 3), name=NAME) == data
+
+
+@pytest.mark.parametrize("mark", [2, 7, 255])
+def test_unknown_marker_is_damaged(mark: int) -> None:
+    """A compression marker other than raw or zstd raises DamagedObject naming the blob."""
+    with pytest.raises(DamagedObject, match=f"{NAME}: unknown compression marker {mark}"):
+        decompress(bytes([mark]) + b"payload", name=NAME)
+
+
+def test_empty_payload_is_damaged() -> None:
+    """A payload without even a marker byte raises DamagedObject."""
+    with pytest.raises(DamagedObject, match=NAME):
+        decompress(b"", name=NAME)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda z: z[: len(z) // 2], id="truncated"),
+        pytest.param(lambda z: b"\x00\x00\x00\x00" + z[4:], id="bad-magic"),
+        pytest.param(lambda z: z + b"trailing junk", id="trailing-junk"),
+        pytest.param(lambda z: b"not zstd at all", id="garbage"),
+    ],
+)
+def test_corrupt_zstd_frame_is_damaged(mangle: object) -> None:
+    """A broken zstd frame behind the zstd marker raises DamagedObject naming the blob."""
+    stored = compress(b"hello world " * 100, 3)
+    assert stored[0] == MARK_ZSTD
+    broken = bytes([MARK_ZSTD]) + mangle(stored[1:])  # type: ignore[operator]
+    with pytest.raises(DamagedObject, match=NAME):
+        decompress(broken, name=NAME)
+
+
+@given(btype=blob_types, data=payloads | compressible)
+def test_seal_open_round_trip(btype: BlobType, data: bytes) -> None:
+    """open_blob returns the data a blob was sealed from."""
+    blob_id, stored = _sealed(btype, data)
+    assert open_blob(ENC_KEY, ID_KEY, btype, blob_id, stored) == data
+    assert open_blob(ENC_KEY, ID_KEY, btype, blob_id, memoryview(stored)) == data
+
+
+def test_open_with_wrong_id_is_damaged() -> None:
+    """A blob served under another blob's id fails and the error names the requested id."""
+    _, stored = _sealed(BlobType.DATA, b"first")
+    other = id_hash(ID_KEY, b"second")
+    with pytest.raises(DamagedObject, match=f"data blob {other.hex()[:16]}"):
+        open_blob(ENC_KEY, ID_KEY, BlobType.DATA, other, stored)
+
+
+@pytest.mark.parametrize(
+    ("stored_as", "read_as"),
+    [(BlobType.DATA, BlobType.TREE), (BlobType.TREE, BlobType.DATA)],
+)
+def test_open_with_wrong_type_is_damaged(stored_as: BlobType, read_as: BlobType) -> None:
+    """A data blob cannot be read as a tree blob, nor the other way round."""
+    blob_id, stored = _sealed(stored_as, b"[1, []]")
+    with pytest.raises(DamagedObject, match=blob_id.hex()[:16]):
+        open_blob(ENC_KEY, ID_KEY, read_as, blob_id, stored)
+
+
+def test_open_with_wrong_type_byte_rewritten_is_damaged() -> None:
+    """Rewriting the type byte of a stored blob still fails authentication."""
+    blob_id, stored = _sealed(BlobType.DATA, b"some data")
+    forged = stored[:1] + bytes([BlobType.TREE]) + stored[2:]
+    with pytest.raises(DamagedObject, match=blob_id.hex()[:16]):
+        open_blob(ENC_KEY, ID_KEY, BlobType.TREE, blob_id, forged)
+
+
+@given(data=payloads, position=st.integers(min_value=0), bit=st.integers(0, 7))
+def test_flipped_bit_is_damaged(data: bytes, position: int, bit: int) -> None:
+    """Flipping any bit of a stored blob raises DamagedObject naming the blob."""
+    blob_id, stored = _sealed(BlobType.DATA, data)
+    damaged = bytearray(stored)
+    damaged[position % len(damaged)] ^= 1 << bit
+    with pytest.raises(DamagedObject, match=f"data blob {blob_id.hex()[:16]}"):
+        open_blob(ENC_KEY, ID_KEY, BlobType.DATA, blob_id, bytes(damaged))
+
+
+def test_truncated_blob_is_damaged() -> None:
+    """A stored blob cut short raises DamagedObject."""
+    blob_id, stored = _sealed(BlobType.TREE, b"tree bytes")
+    for cut in (0, 10, len(stored) - 1):
+        with pytest.raises(DamagedObject, match=f"tree blob {blob_id.hex()[:16]}"):
+            open_blob(ENC_KEY, ID_KEY, BlobType.TREE, blob_id, stored[:cut])
+
+
+def test_wrong_encryption_key_is_damaged() -> None:
+    """A blob sealed under another key fails authentication."""
+    blob_id, stored = _sealed(BlobType.DATA, b"secret")
+    with pytest.raises(DamagedObject):
+        open_blob(OTHER_KEY, ID_KEY, BlobType.DATA, blob_id, stored)
+
+
+def test_content_not_matching_id_is_damaged() -> None:
+    """A correctly sealed blob whose plaintext does not hash to its id is rejected."""
+    claimed = id_hash(ID_KEY, b"what the id says")
+    stored = seal_blob(ENC_KEY, BlobType.DATA, claimed, compress(b"what is stored", 3))
+    with pytest.raises(DamagedObject, match="content does not match its id"):
+        open_blob(ENC_KEY, ID_KEY, BlobType.DATA, claimed, stored)
+
+
+def test_id_key_matters() -> None:
+    """Opening with another id key fails the id check."""
+    blob_id, stored = _sealed(BlobType.DATA, b"data")
+    with pytest.raises(DamagedObject, match="does not match its id"):
+        open_blob(ENC_KEY, OTHER_KEY, BlobType.DATA, blob_id, stored)
