@@ -13,7 +13,7 @@ def _class(part: str, i: int) -> tuple[str, int]:
     j = i + 1
     negate = j < len(part) and part[j] in "^!"
     j += negate
-    body = []
+    body: list[str] = []
     while j < len(part) and (part[j] != "]" or not body):
         if part[j] == "\\" and j + 1 < len(part):
             j += 1
@@ -29,7 +29,8 @@ def _component(part: str) -> re.Pattern[str] | None:
     `*`, `?`, `[...]`, `[^...]` and backslash escapes. None stands for `**`."""
     if part == "**":
         return None
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while i < len(part):
         c = part[i]
         if c == "\\" and i + 1 < len(part):
