@@ -15,9 +15,12 @@ def _class(part: str, i: int) -> tuple[str, int]:
     j += negate
     body: list[str] = []
     while j < len(part) and (part[j] != "]" or not body):
-        if part[j] == "\\" and j + 1 < len(part):
+        c = part[j]
+        if c == "\\" and j + 1 < len(part):
             j += 1
-        body.append("\\" + part[j] if part[j] in "\\^[]" else part[j])
+            body.append(re.escape(part[j]))  # an escaped character is always literal
+        else:
+            body.append("\\" + c if c in "\\[]" else c)  # an unescaped "-" makes a range
         j += 1
     if j >= len(part):
         return re.escape(part[i]), i + 1  # no closing bracket: a literal "["

@@ -46,9 +46,10 @@ class Snapshot:
 
     def rfc3339(self) -> str:
         """The time with nanoseconds and offset, as restic prints it."""
-        base = self.datetime.replace(microsecond=0).isoformat()
-        stamp, zone = base[:19], base[19:]
-        return f"{stamp}.{self.time_ns % 1_000_000_000:09d}{zone}"
+        seconds, nanos = divmod(self.time_ns, 1_000_000_000)
+        tz = dt.timezone(dt.timedelta(seconds=self.tz_offset))
+        base = dt.datetime.fromtimestamp(seconds, tz).isoformat()
+        return f"{base[:19]}.{nanos:09d}{base[19:]}"
 
     def str_paths(self) -> list[str]:
         return [p.decode("utf-8", "surrogateescape") for p in self.paths]
@@ -83,7 +84,7 @@ def decode_snapshot(plain: bytes, snap_id: str) -> Snapshot:
     name = f"snapshot {snap_id[:8]}"
     try:
         doc = msgpack.unpackb(plain, raw=False)
-        if doc.pop("version") != SNAPSHOT_VERSION:
+        if not isinstance(doc, dict) or doc.pop("version", None) != SNAPSHOT_VERSION:
             raise DamagedObject(f"{name}: unsupported snapshot version")
         snap = Snapshot(**{k: doc[k] for k in _FIELDS}, id=snap_id)
         snap.paths = [bytes(p) for p in snap.paths]

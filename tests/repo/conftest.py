@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from strategies import KEY_INFO, PASSWORD, REPO_ID
 
 from crypto import CHEAP

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import strategies as st
 
 from crypto import KeyInfo
@@ -83,3 +85,8 @@ snapshots = st.builds(
     start_ns=st.integers(0, I64_MAX),
     summary=st.dictionaries(st.text(max_size=20), st.integers(0, U64), max_size=5),
 )
+
+
+def seeded(seed: int) -> random.Random:
+    """A reproducible pseudo-random generator for test data."""
+    return random.Random(seed)  # noqa: S311 - test data, not secrets

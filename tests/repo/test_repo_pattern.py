@@ -107,7 +107,7 @@ def test_may_match_below(pattern: str, path: str, expected: bool) -> None:
 
 @given(st.lists(st.text(alphabet="abcxyz.", min_size=1, max_size=4), min_size=1, max_size=5))
 def test_literal_anchored_pattern_matches_itself_and_below(parts: list[str]) -> None:
-    """An anchored literal pattern matches its own path, descendants, and is reachable from ancestors."""
+    """An anchored literal pattern matches its path and descendants; ancestors may lead to it."""
     pattern = Pattern.compile("/" + "/".join(parts))
     assert pattern.matches(tuple(parts))
     assert pattern.matches((*parts, "child"))
@@ -124,15 +124,45 @@ def test_unanchored_name_matches_at_any_depth(prefix: list[str], name: str) -> N
     assert Pattern.compile(name).matches((*prefix, name))
 
 
-@pytest.mark.xfail(
-    reason="backslash escapes of Go's filepath.Match (restic) are not supported: "
-    "fnmatch treats \\ as a literal character",
-    strict=True,
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("/foo\\*", "/foo*", True),
+        ("/foo\\*", "/fooX", False),
+        ("/foo\\*", "/foo\\X", False),
+        ("/a\\?", "/a?", True),
+        ("/a\\?", "/ab", False),
+        ("/\\[x]", "/[x]", True),
+        ("/\\[x]", "/x", False),
+        ("/a\\\\b", "/a\\b", True),
+        ("/[\\]]", "/]", True),
+        ("/[a\\]b]", "/]", True),
+    ],
 )
-def test_backslash_escapes_a_wildcard() -> None:
-    """As in restic, `\\*` matches a literal star and nothing else."""
-    assert matches("/foo\\*", "/foo*")
-    assert not matches("/foo\\*", "/fooX")
+def test_backslash_escapes(pattern: str, path: str, expected: bool) -> None:
+    """As in restic (Go's filepath.Match), a backslash makes the next character literal."""
+    assert matches(pattern, path) is expected
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/-", True), ("/m", False)])
+def test_escaped_hyphen_in_class_is_literal(path: str, expected: bool) -> None:
+    """In Go's filepath.Match `[a\\-z]` is the set {a, -, z}, not the range a-z."""
+    assert matches("/[a\\-z]", path) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("/[", "/[", True),
+        ("/a[b", "/a[b", True),
+        ("/[]]", "/]", True),
+        ("/[!a]", "/b", True),
+        ("/[!a]", "/a", False),
+    ],
+)
+def test_bracket_edge_cases(pattern: str, path: str, expected: bool) -> None:
+    """An unclosed `[` is literal, `]` first in a class is a member, `[!...]` negates too."""
+    assert matches(pattern, path) is expected
 
 
 def test_pattern_set_is_any_of() -> None:
