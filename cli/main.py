@@ -9,7 +9,16 @@ from types import FrameType
 
 import click
 
-from cli import cmd_backup, cmd_check, cmd_dump, cmd_init, cmd_ls, cmd_restore, cmd_snapshots
+from cli import (
+    cmd_backup,
+    cmd_check,
+    cmd_dump,
+    cmd_init,
+    cmd_ls,
+    cmd_prune,
+    cmd_restore,
+    cmd_snapshots,
+)
 from cli.context import Globals
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 
@@ -64,6 +73,7 @@ for command in (
     cmd_restore.restore,
     cmd_dump.dump,
     cmd_check.check,
+    cmd_prune.prune,
 ):
     hutch.add_command(command)
 

@@ -157,6 +157,13 @@ class MasterIndex:
             self.pack_ids[table.packs[i]], table.offsets[i], table.lengths[i], table.raws[i]
         )
 
+    def position(self, btype: BlobType, blob_id: BlobId) -> int:
+        """The blob's place among the loaded blobs of its type (for bitmaps); -1 if absent."""
+        return self._tables[btype].find(blob_id)
+
+    def loaded_count(self, btype: BlobType) -> int:
+        return len(self._tables[btype].ids)
+
     def has(self, btype: BlobType, blob_id: BlobId) -> bool:
         return blob_id in self._pending[btype] or self._tables[btype].find(blob_id) >= 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from crypto import (
     AuthenticationError,
@@ -151,6 +151,10 @@ class Repository:
 
     # -- index -----------------------------------------------------------------------
 
+    def use_index(self, index: MasterIndex) -> None:
+        """Adopt an index loaded elsewhere (prune loads its own)."""
+        self._index = index
+
     @property
     def index(self) -> MasterIndex:
         """The index, loaded on first use (a no-change backup never needs it)."""
@@ -158,7 +162,12 @@ class Repository:
             self._index = self._load_index()
         return self._index
 
-    def _load_index(self) -> MasterIndex:
+    def read_index_files(self) -> dict[str, list[IndexedPack]]:
+        """The packs of every index file in force (superseded files left out)."""
+        return self.read_index_state()[0]
+
+    def read_index_state(self) -> tuple[dict[str, list[IndexedPack]], list[str]]:
+        """(the packs of every index file in force, superseded index files still stored)."""
         files: dict[str, list[IndexedPack]] = {}
         superseded: set[str] = set()
         for info in self.backend.list(Kind.INDEX):
@@ -169,9 +178,18 @@ class Repository:
             packs, supersedes = decode_index(plain, name=f"index {info.name[:8]}")
             files[info.name] = packs
             superseded.update(s.hex() for s in supersedes)
+        in_force = {name: packs for name, packs in files.items() if name not in superseded}
+        return in_force, sorted(superseded & files.keys())
+
+    def _load_index(self) -> MasterIndex:
         index = MasterIndex()
-        index.load(p for name, packs in files.items() if name not in superseded for p in packs)
+        index.load(p for packs in self.read_index_files().values() for p in packs)
         return index
+
+    def write_index(self, packs: list[IndexedPack], supersedes: Sequence[str] = ()) -> str:
+        """Store one index file; it names the index files it replaces."""
+        plain = encode_index(packs, [bytes.fromhex(s) for s in supersedes])
+        return self.write_object(Kind.INDEX, ObjectType.INDEX, plain)
 
     # -- blobs -----------------------------------------------------------------------
 
@@ -220,7 +238,7 @@ class Repository:
 
     def _write_index(self) -> None:
         if self._unindexed:
-            self.write_object(Kind.INDEX, ObjectType.INDEX, encode_index(self._unindexed))
+            self.write_index(self._unindexed)
             self._unindexed = []
 
     @property
