@@ -94,7 +94,7 @@ class _Inotify:
 
     def opened(self) -> list[bytes]:
         """Names opened since the last call (the folder itself shows as b"")."""
-        names = []
+        names: list[bytes] = []
         while True:
             try:
                 buf = os.read(self.fd, 1 << 16)
@@ -118,19 +118,26 @@ def test_unchanged_files_are_not_opened(hutch: Hutch, tmp_path: Path) -> None:
     src.mkdir()
     (src / "unchanged.bin").write_bytes(random.Random(5).randbytes(MIB))
     (src / "changed.txt").write_bytes(b"before\n")
+    (src / "same-mtime.txt").write_bytes(b"version 1\n")
     # Entries changed within a second before the parent backup are read again anyway.
     time.sleep(1.1)
     backup(hutch, src)
     (src / "changed.txt").write_bytes(b"after!\n")
+    # Same size and mtime as in the parent: only the ctime tells the change.
+    old = os.stat(src / "same-mtime.txt")
+    (src / "same-mtime.txt").write_bytes(b"version 2\n")
+    os.utime(src / "same-mtime.txt", ns=(old.st_atime_ns, old.st_mtime_ns))
     watch = _Inotify(src)
     try:
         second = backup(hutch, src)
         opened = watch.opened()
         assert b"changed.txt" in opened
+        assert b"same-mtime.txt" in opened
         assert b"unchanged.bin" not in opened
-        assert (second["files_changed"], second["files_unmodified"]) == (1, 1)
+        assert (second["files_changed"], second["files_unmodified"]) == (2, 1)
         forced = backup(hutch, "--force", src)
         assert b"unchanged.bin" in watch.opened()
-        assert forced["files_unmodified"] == 2
+        assert forced["files_unmodified"] == 3
     finally:
         watch.close()
+    assert hutch.run("dump", "latest", src / "same-mtime.txt").stdout == b"version 2\n"

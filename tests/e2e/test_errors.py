@@ -9,7 +9,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,7 @@ def test_wrong_password_is_exit_12(hutch: Hutch) -> None:
     assert_fails(done, 12, "password")
 
 
-def test_missing_repository_is_exit_10(make_hutch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_repository_is_exit_10(make_hutch: Callable[[Path], Hutch], tmp_path: Path) -> None:
     """A location without a repository is exit 10, and nothing is created there."""
     missing = tmp_path / "nonexistent"
     done = make_hutch(missing).run("snapshots", check=False)

@@ -112,9 +112,9 @@ def _make_tree(src: Path) -> bool:
     top = os.fsencode(src)
     entries = [p for p, _, _ in os.walk(top, topdown=False)]
     entries += [os.path.join(d, n) for d, _, fs in os.walk(top) for n in fs]
-    for i, path in enumerate(sorted(entries, key=lambda p: -p.count(b"/"))):
+    for i, entry in enumerate(sorted(entries, key=lambda p: -p.count(b"/"))):
         ns = BASE_NS + i * 1_000_000_007 + 123_456_789
-        os.utime(path, ns=(ns, ns), follow_symlinks=False)
+        os.utime(entry, ns=(ns, ns), follow_symlinks=False)
     return has_xattrs
 
 
@@ -273,9 +273,7 @@ def test_restore_subfolder_lands_directly_in_target(tree: Tree) -> None:
 
 
 def _files_below(root: Path) -> set[str]:
-    return {
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_symlink() or not p.is_dir()
-    }
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_symlink() or not p.is_dir()}
 
 
 def test_restore_include_and_exclude_select_files(tree: Tree) -> None:

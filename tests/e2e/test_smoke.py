@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness import Hutch
+from harness import Hutch, backup, backup_twice
 
 
 def test_round_trip_and_incremental(hutch: Hutch, tmp_path: Path) -> None:
@@ -14,10 +13,10 @@ def test_round_trip_and_incremental(hutch: Hutch, tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"hello\n" * 1000)
     (src / "sub" / "b.bin").write_bytes(bytes(range(256)) * 4096)
-    first = json.loads(hutch.run("--json", "backup", src).stdout.splitlines()[-1])
-    assert first["message_type"] == "summary"
+    first = backup(hutch, src)
     assert first["files_new"] == 2
-    second = json.loads(hutch.run("--json", "backup", src).stdout.splitlines()[-1])
+    # backup_twice: a file created in /tmp meanwhile would change the root tree.
+    _, second, _ = backup_twice(hutch, src, sources=[src])
     assert second["files_unmodified"] == 2
     assert second["data_added"] == 0
     hutch.run("restore", "latest", "--target", tmp_path / "out")

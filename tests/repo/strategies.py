@@ -89,4 +89,4 @@ snapshots = st.builds(
 
 def seeded(seed: int) -> random.Random:
     """A reproducible pseudo-random generator for test data."""
-    return random.Random(seed)  # noqa: S311 - test data, not secrets
+    return random.Random(seed)
