@@ -19,7 +19,6 @@ from cli.errors import EXIT_PARTIAL, CliError
 from cli.options import global_options
 from cli.output import Progress, emit_json, format_bytes, format_duration, say, show_path, warn
 from repo.backup import Archiver, BackupOptions, BackupStats
-from repo.lock import Lock
 from repo.pattern import read_pattern_file
 from repo.repository import Repository
 from repo.snapshot import Snapshot, SnapshotFilter, find_snapshot, sort_snapshots
@@ -194,11 +193,8 @@ def run_backup(g: Globals, req: BackupRequest) -> int:
     repo = g.open()
     repo.is_dry_run = req.is_dry_run
     try:
-        lock = Lock.acquire(repo, is_exclusive=False)
-        try:
+        with g.lock(repo, is_exclusive=False):
             archiver, snap, saved = _archive(g, repo, req)
-        finally:
-            lock.release()
     finally:
         repo.close()
     seconds = (time.time_ns() - archiver.start_ns) / 1e9

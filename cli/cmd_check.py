@@ -12,7 +12,6 @@ from cli.errors import CliError
 from cli.options import global_options
 from cli.output import emit_json, say, warn
 from repo.check import Checker
-from repo.lock import Lock
 
 
 def _subset(spec: str | None, is_all: bool) -> tuple[bool, object]:
@@ -38,14 +37,11 @@ def run_check(g: Globals, is_read_data: bool, subset: str | None) -> int:
     is_reading, select = _subset(subset, is_read_data)
     repo = g.open()
     try:
-        lock = Lock.acquire(repo, is_exclusive=False)
-        try:
+        with g.lock(repo, is_exclusive=False):
             checker = Checker(repo, warn)
             checker.check_structure()
             if is_reading:
                 checker.read_packs(select if callable(select) else lambda i, name: True)
-        finally:
-            lock.release()
     finally:
         repo.close()
     r = checker.result

@@ -8,7 +8,6 @@ from cli.context import Globals
 from cli.errors import CliError
 from cli.options import global_options
 from cli.output import emit_json, format_bytes, say
-from repo.lock import Lock
 from repo.prune import PrunePlan, PruneResult, UnusedLimit, execute_prune, parse_size, plan_prune
 
 
@@ -73,17 +72,12 @@ def run_prune(
     limit, max_repack = _limits(max_unused, max_repack_size)
     repo = g.open()
     try:
-        lock = Lock.acquire(repo, is_exclusive=True)
-        try:
+        with g.lock(repo, is_exclusive=True):
             plan = plan_prune(repo, limit, max_repack)
             result = None
             if not is_dry_run:
-                result = (
-                    execute_prune(repo, plan, lambda _msg: None) if not plan.is_noop() else None
-                )
-                result = result or PruneResult()
-        finally:
-            lock.release()
+                is_noop = plan.is_noop()
+                result = PruneResult() if is_noop else execute_prune(repo, plan, lambda _m: None)
     finally:
         repo.close()
     _report(g, plan, result)

@@ -10,7 +10,6 @@ from cli.context import Globals
 from cli.errors import CliError
 from cli.options import filter_options, global_options, select_snapshot
 from cli.output import Progress, emit_json, format_bytes, say, warn
-from repo.lock import Lock
 from repo.pattern import split_path
 from repo.restore import RestoreOptions, Restorer
 from repo.walk import find_node
@@ -39,8 +38,7 @@ def run_restore(
     snap_ref, _, sub = ref.partition(":")
     repo = g.open()
     try:
-        lock = Lock.acquire(repo, is_exclusive=False)
-        try:
+        with g.lock(repo, is_exclusive=False):
             snap = select_snapshot(repo, snap_ref, hosts, paths, tags)
             sub_path = os.fsencode(sub or "/")
             root = find_node(repo, snap.tree, sub_path)
@@ -51,8 +49,6 @@ def run_restore(
                 result = Restorer(repo, root, split_path(sub_path), opts, _Reporter(progress)).run()
             finally:
                 progress.close()
-        finally:
-            lock.release()
     finally:
         repo.close()
     if g.is_json:

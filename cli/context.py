@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from cli.errors import CliError
 from repo.backend import Backend, open_backend
+from repo.lock import Lock, locked
 from repo.repository import Repository
 
 
@@ -24,6 +27,7 @@ class Globals:
     is_quiet: bool = False
     cache_dir: str | None = None
     is_debug: bool = False
+    retry_lock: str | None = None
 
     def location(self) -> str:
         if not self.repo:
@@ -51,9 +55,28 @@ class Globals:
             "no password given: use --password-file, --password-command or HUTCH_PASSWORD"
         )
 
+    def lock(self, repo: Repository, *, is_exclusive: bool) -> AbstractContextManager[Lock]:
+        """Hold the repository lock, waiting up to --retry-lock for a conflicting one."""
+        wait = parse_duration(self.retry_lock) if self.retry_lock else 0.0
+        return locked(repo, is_exclusive=is_exclusive, retry_for=wait)
+
     @property
     def shows_progress(self) -> bool:
         return not (self.is_quiet or self.is_json) and sys.stderr.isatty()
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `5m`, `1h30m` or plain seconds."""
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if not text or not match:
+        raise CliError(f"invalid duration {text!r}: use e.g. 30s, 5m or 1h30m", 2)
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
 
 
 def _strip_newline(data: bytes) -> bytes:

@@ -18,6 +18,7 @@ from cli import (
     cmd_prune,
     cmd_restore,
     cmd_snapshots,
+    cmd_unlock,
 )
 from cli.context import Globals
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
@@ -49,6 +50,12 @@ VERSION = "0.1.0"
     type=click.Path(),
     help="local cache folder [env: HUTCH_CACHE_DIR]",
 )
+@click.option(
+    "--retry-lock",
+    metavar="DURATION",
+    envvar="HUTCH_RETRY_LOCK",
+    help="wait up to DURATION (30s, 5m, 1h) for a locked repository [env: HUTCH_RETRY_LOCK]",
+)
 @click.option("--debug", "is_debug", is_flag=True, hidden=True, help="show tracebacks")
 @click.pass_context
 def hutch(
@@ -59,10 +66,13 @@ def hutch(
     is_json: bool,
     is_quiet: bool,
     cache_dir: str | None,
+    retry_lock: str | None,
     is_debug: bool,
 ) -> None:
     """Deduplicating, encrypted backups."""
-    ctx.obj = Globals(repo, password_file, password_command, is_json, is_quiet, cache_dir, is_debug)
+    ctx.obj = Globals(
+        repo, password_file, password_command, is_json, is_quiet, cache_dir, is_debug, retry_lock
+    )
 
 
 for command in (
@@ -74,6 +84,7 @@ for command in (
     cmd_dump.dump,
     cmd_check.check,
     cmd_prune.prune,
+    cmd_unlock.unlock,
 ):
     hutch.add_command(command)
 

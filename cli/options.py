@@ -40,6 +40,7 @@ def global_options(func: F) -> F:
         (("--json", "is_json"), {"is_flag": True}),
         (("-q", "--quiet", "is_quiet"), {"is_flag": True}),
         (("--cache-dir", "cache_dir"), {}),
+        (("--retry-lock", "retry_lock"), {}),
     ]
     for decls, extra in specs:
         func = click.option(*decls, expose_value=False, callback=_set_global, hidden=True, **extra)(

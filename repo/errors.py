@@ -25,6 +25,10 @@ class RepositoryLocked(RepoError):
     """Another process holds a conflicting lock."""
 
 
+class LockLost(RepoError):
+    """Our lock expired or vanished: writing on could corrupt the repository."""
+
+
 class WrongPassword(RepoError):
     """No key file of the repository opens with the given password."""
 

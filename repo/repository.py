@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from crypto import (
     AuthenticationError,
@@ -59,6 +59,8 @@ class Repository:
         self._unindexed: list[IndexedPack] = []
         self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
         self.is_dry_run = False
+        # Called before an index or a snapshot is written: raises when our lock is lost.
+        self.lock_guard: Callable[[], None] | None = None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -146,6 +148,8 @@ class Repository:
         return snaps
 
     def save_snapshot(self, snap: Snapshot) -> str:
+        if self.lock_guard is not None:
+            self.lock_guard()
         snap.id = self.write_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, encode_snapshot(snap))
         return snap.id
 
@@ -188,6 +192,8 @@ class Repository:
 
     def write_index(self, packs: list[IndexedPack], supersedes: Sequence[str] = ()) -> str:
         """Store one index file; it names the index files it replaces."""
+        if self.lock_guard is not None:
+            self.lock_guard()
         plain = encode_index(packs, [bytes.fromhex(s) for s in supersedes])
         return self.write_object(Kind.INDEX, ObjectType.INDEX, plain)
 
