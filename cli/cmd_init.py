@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import getpass
 import secrets
-import socket
 
 import click
 
-from cli.context import Globals
+from cli.context import Globals, key_info
 from cli.errors import CliError
 from cli.options import global_options
 from cli.output import emit_json, say
-from crypto import KeyInfo
 from repo.config import RepoConfig
 from repo.repository import Repository
 
@@ -25,12 +21,7 @@ def run_init(g: Globals) -> None:
     password = g.password(is_new=True)
     if not password:
         raise CliError("an empty password is not allowed")
-    info = KeyInfo(
-        hostname=socket.gethostname(),
-        username=getpass.getuser(),
-        created=dt.datetime.now(dt.UTC).astimezone().isoformat(),
-    )
-    repo = Repository.init(backend, password, info, RepoConfig(repo_id=secrets.token_hex(32)))
+    repo = Repository.init(backend, password, key_info(), RepoConfig(repo_id=secrets.token_hex(32)))
     if g.is_json:
         emit_json(
             {

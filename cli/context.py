@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import re
+import socket
 import subprocess
 import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from cli.errors import CliError
+from crypto import KeyInfo
 from repo.backend import Backend, open_backend
 from repo.lock import Lock, locked
 from repo.repository import Repository
@@ -43,14 +46,14 @@ class Globals:
     def password(self, *, is_new: bool = False) -> bytes:
         """The password from file, command, environment, or an interactive prompt."""
         if self.password_file:
-            return _read_password_file(self.password_file)
+            return read_password_file(self.password_file)
         if self.password_command:
             return _run_password_command(self.password_command)
         env = os.environ.get("HUTCH_PASSWORD")
         if env is not None:
             return os.fsencode(env)
         if sys.stdin.isatty():
-            return _prompt(is_new=is_new)
+            return prompt_password("password for repository", is_twice=is_new)
         raise CliError(
             "no password given: use --password-file, --password-command or HUTCH_PASSWORD"
         )
@@ -85,7 +88,7 @@ def _strip_newline(data: bytes) -> bytes:
     return data.removesuffix(b"\n")
 
 
-def _read_password_file(path: str) -> bytes:
+def read_password_file(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return _strip_newline(f.read())
@@ -105,13 +108,21 @@ def _run_password_command(command: str) -> bytes:
     return _strip_newline(done.stdout)
 
 
-def _prompt(*, is_new: bool) -> bytes:
+def key_info() -> KeyInfo:
+    """Who creates a key file, and when (sealed inside it)."""
+    return KeyInfo(
+        hostname=socket.gethostname(),
+        username=getpass.getuser(),
+        created=dt.datetime.now(dt.UTC).astimezone().isoformat(),
+    )
+
+
+def prompt_password(label: str, *, is_twice: bool) -> bytes:
+    """Ask on the terminal, twice where a new password is being set."""
     try:
-        first = getpass.getpass("enter password for repository: ")
-        if is_new:
-            again = getpass.getpass("enter password again: ")
-            if again != first:
-                raise CliError("passwords do not match")
+        first = getpass.getpass(f"enter {label}: ")
+        if is_twice and getpass.getpass(f"enter {label} again: ") != first:
+            raise CliError("passwords do not match")
     except EOFError as exc:
         raise CliError("no password given") from exc
     return os.fsencode(first)

@@ -14,6 +14,7 @@ from cli import (
     cmd_check,
     cmd_dump,
     cmd_init,
+    cmd_key,
     cmd_ls,
     cmd_prune,
     cmd_restore,
@@ -85,6 +86,7 @@ for command in (
     cmd_check.check,
     cmd_prune.prune,
     cmd_unlock.unlock,
+    cmd_key.key,
 ):
     hutch.add_command(command)
 

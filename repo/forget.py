@@ -220,6 +220,30 @@ def _has_tags(snap: Snapshot, taglist: str) -> bool:
     return set(taglist.split(",")) <= set(snap.tags)
 
 
+class _Walk:
+    """The state of the count rules while walking a group newest first."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.left = dict(policy.counts())
+        self.last_bucket: dict[str, object] = {}
+
+    def matches(self, snap: Snapshot, nr: int) -> list[str]:
+        """The count rules that keep the nr-th newest snapshot, counting it against them."""
+        found = []
+        wall = wall_clock(snap)
+        for name, bucket_of, reason in _RULES:
+            if self.left[name] == 0:
+                continue
+            bucket = bucket_of(wall, nr)
+            if name in self.last_bucket and self.last_bucket[name] == bucket:
+                continue
+            self.last_bucket[name] = bucket
+            if self.left[name] != UNLIMITED:
+                self.left[name] -= 1
+            found.append(reason)
+        return found
+
+
 def apply_policy(snaps: Sequence[Snapshot], policy: Policy) -> PolicyResult:
     """Split one group into kept and removed snapshots, as restic's ApplyPolicy.
 
@@ -230,13 +254,12 @@ def apply_policy(snaps: Sequence[Snapshot], policy: Policy) -> PolicyResult:
     """
     ordered = sorted(snaps, key=lambda s: (s.time_ns, s.id), reverse=True)
     if policy.is_empty:
-        reasons = tuple(KeepReason(s, ("policy is empty",)) for s in ordered)
-        return PolicyResult(tuple(ordered), (), reasons)
+        everything = tuple(KeepReason(s, ("policy is empty",)) for s in ordered)
+        return PolicyResult(tuple(ordered), (), everything)
     if not ordered:
         return PolicyResult((), (), ())
     cutoff = None if policy.within.is_zero else within_cutoff(ordered[0], policy.within)
-    left = dict(policy.counts())
-    last_bucket: dict[str, object] = {}
+    walk = _Walk(policy)
     keep: list[Snapshot] = []
     remove: list[Snapshot] = []
     reasons: list[KeepReason] = []
@@ -244,17 +267,7 @@ def apply_policy(snaps: Sequence[Snapshot], policy: Policy) -> PolicyResult:
         matches = [f"has tag {t}" for t in policy.tags if _has_tags(snap, t)]
         if not policy.within.is_zero and (cutoff is None or snap.time_ns >= cutoff):
             matches.append(f"within {policy.within}")
-        wall = wall_clock(snap)
-        for name, bucket_of, reason in _RULES:
-            if left[name] == 0:
-                continue
-            bucket = bucket_of(wall, nr)
-            if name in last_bucket and last_bucket[name] == bucket:
-                continue
-            last_bucket[name] = bucket
-            if left[name] != UNLIMITED:
-                left[name] -= 1
-            matches.append(reason)
+        matches += walk.matches(snap, nr)
         if matches:
             keep.append(snap)
             reasons.append(KeepReason(snap, tuple(matches)))

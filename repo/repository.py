@@ -61,6 +61,8 @@ class Repository:
         self.is_dry_run = False
         # Called before an index or a snapshot is written: raises when our lock is lost.
         self.lock_guard: Callable[[], None] | None = None
+        # The key file that opened the repository (repo/keys.py refuses to remove it).
+        self.key_name: str | None = None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -80,8 +82,10 @@ class Repository:
             raise RepositoryExists(f"{backend.location}: holds key files but no config")
         master = MasterKey.generate()
         keyfile = create_keyfile(master, password, info, kdf or KdfParams())
-        backend.write(Handle(Kind.KEY, _sha256(keyfile)), keyfile)
+        key_name = _sha256(keyfile)
+        backend.write(Handle(Kind.KEY, key_name), keyfile)
         repo = cls(backend, master, config)
+        repo.key_name = key_name
         backend.write(CONFIG, seal(master.encryption, ObjectType.CONFIG, encode_config(config)))
         return repo
 
@@ -90,16 +94,18 @@ class Repository:
         """Open with the first key file the password unlocks."""
         if not backend.exists():
             raise RepositoryNotFound(f"{backend.location}: no repository there (run init first)")
-        master = cls._unlock(backend, password)
+        key_name, master = cls._unlock(backend, password)
         raw = backend.read(CONFIG)
         try:
             plain = unseal(master.encryption, ObjectType.CONFIG, raw, name="config")
         except AuthenticationError as exc:
             raise DamagedObject(str(exc)) from exc
-        return cls(backend, master, decode_config(plain))
+        repo = cls(backend, master, decode_config(plain))
+        repo.key_name = key_name
+        return repo
 
     @staticmethod
-    def _unlock(backend: Backend, password: bytes) -> MasterKey:
+    def _unlock(backend: Backend, password: bytes) -> tuple[str, MasterKey]:
         damaged: list[str] = []
         for info in backend.list(Kind.KEY):
             data = backend.read(Handle(Kind.KEY, info.name))
@@ -107,7 +113,7 @@ class Repository:
                 damaged.append(info.name)
                 continue
             try:
-                return open_keyfile(data, password)[0]
+                return info.name, open_keyfile(data, password)[0]
             except KeyWrongPassword:
                 continue
             except KeyFileError as exc:
