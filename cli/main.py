@@ -17,6 +17,7 @@ from cli import (
     cmd_key,
     cmd_ls,
     cmd_prune,
+    cmd_repair,
     cmd_restore,
     cmd_snapshots,
     cmd_unlock,
@@ -87,6 +88,7 @@ for command in (
     cmd_prune.prune,
     cmd_unlock.unlock,
     cmd_key.key,
+    cmd_repair.repair,
 ):
     hutch.add_command(command)
 
