@@ -30,7 +30,7 @@ def run_dump(
         if node.type == "dir":
             dump_tar(repo, node, b"/" + b"/".join(p for p in raw.split(b"/") if p), out)
         else:
-            dump_file(repo, node, out)
+            dump_file(repo, node, raw, out)
         out.flush()
     finally:
         repo.close()

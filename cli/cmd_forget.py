@@ -27,7 +27,6 @@ from repo.forget import (
 )
 from repo.lock import Lock
 from repo.prune import UnusedLimit, parse_size
-from repo.repository import Repository
 from repo.snapshot import Snapshot, SnapshotFilter, find_snapshot
 from repo.types import Handle, Kind
 
@@ -155,17 +154,18 @@ def _by_policy(snaps: list[Snapshot], req: ForgetRequest) -> list[_Group]:
     ]
 
 
-def _remove(g: Globals, repo: Repository, snaps: list[Snapshot], is_dry_run: bool) -> None:
+def _remove(g: Globals, lock: Lock, snaps: list[Snapshot], is_dry_run: bool) -> None:
     verb = "would remove" if is_dry_run else "removed"
     for snap in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
         if not is_dry_run:
-            repo.backend.delete(Handle(Kind.SNAPSHOT, snap.id))
+            lock.check()  # never delete once others may take our lock for stale
+            lock.repo.backend.delete(Handle(Kind.SNAPSHOT, snap.id))
         say(f"{verb} snapshot {snap.short_id}", is_quiet=g.is_quiet or g.is_json)
 
 
-def _forget_locked(g: Globals, repo: Repository, req: ForgetRequest) -> list[Snapshot]:
+def _forget_locked(g: Globals, lock: Lock, req: ForgetRequest) -> list[Snapshot]:
     """Choose, report and remove snapshots under the exclusive lock; returns those removed."""
-    snaps = repo.list_snapshots()
+    snaps = lock.repo.list_snapshots()
     groups = _by_ids(snaps, req) if req.ids else _by_policy(snaps, req)
     if g.is_json:
         emit_json([_group_json(gr.key, gr.result) for gr in groups])
@@ -174,7 +174,7 @@ def _forget_locked(g: Globals, repo: Repository, req: ForgetRequest) -> list[Sna
         for group in groups:
             _print_group(group)
     removed = [s for group in groups for s in group.result.remove]
-    _remove(g, repo, removed, req.is_dry_run)
+    _remove(g, lock, removed, req.is_dry_run)
     return removed
 
 
@@ -189,11 +189,8 @@ def run_forget(g: Globals, req: ForgetRequest) -> list[Snapshot]:
                 emit_json([])
             say(NO_POLICY, is_quiet=g.is_quiet or g.is_json)
             return []
-        lock = Lock.acquire(repo, is_exclusive=True)
-        try:
-            return _forget_locked(g, repo, req)
-        finally:
-            lock.release()
+        with g.lock(repo, is_exclusive=True) as lock:
+            return _forget_locked(g, lock, req)
     finally:
         repo.close()
 

@@ -35,8 +35,8 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def dump_file(repo: Repository, node: Node, out: BinaryIO) -> None:
-    for data in iter_file_data(repo, node):
+def dump_file(repo: Repository, node: Node, path: bytes, out: BinaryIO) -> None:
+    for data in iter_file_data(repo, node, path):
         out.write(data)
 
 
@@ -93,7 +93,7 @@ def dump_tar(repo: Repository, node: Node, top: bytes, out: BinaryIO) -> None:
                     continue
                 links[key] = name
             if child.type == "file":
-                stream = io.BufferedReader(_ChunkReader(iter_file_data(repo, child)), 1 << 20)
+                stream = io.BufferedReader(_ChunkReader(iter_file_data(repo, child, path)), 1 << 20)
                 tar.addfile(info, stream)
             else:
                 tar.addfile(info)

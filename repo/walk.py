@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from repo.errors import PathNotFound
+from repo.errors import DamagedObject, PathNotFound, RepoError
 from repo.repository import Repository
 from repo.tree import Node, decode_content_list
 from repo.types import BlobId, BlobType
@@ -55,7 +55,15 @@ def file_content(repo: Repository, node: Node) -> list[BlobId]:
     return out
 
 
-def iter_file_data(repo: Repository, node: Node) -> Iterator[bytes]:
-    """A file's bytes, chunk by chunk; a missing or damaged chunk raises."""
+def iter_file_data(repo: Repository, node: Node, path: bytes) -> Iterator[bytes]:
+    """A file's bytes, chunk by chunk; a missing or damaged chunk raises an error that
+    names the file and the byte range it could not deliver."""
+    offset = 0
     for blob_id in file_content(repo, node):
-        yield repo.load_blob(BlobType.DATA, blob_id)
+        try:
+            data = repo.load_blob(BlobType.DATA, blob_id)
+        except RepoError as exc:
+            shown = path.decode("utf-8", "backslashreplace")
+            raise DamagedObject(f"{shown}: damaged from byte {offset}: {exc}") from exc
+        offset += len(data)
+        yield data

@@ -126,7 +126,7 @@ def test_tree_matches_the_inputs(repo: Repository, snapshot: Snapshot) -> None:
             assert node.mode == want["mode"], rel
         if node.type == "file":
             assert node.size == len(data)
-            assert b"".join(iter_file_data(repo, node)) == data, rel
+            assert b"".join(iter_file_data(repo, node, rel)) == data, rel
         elif node.type == "symlink":
             assert node.target == data
 
