@@ -11,6 +11,7 @@ from repo.blob import open_blob
 from repo.errors import RepoError
 from repo.index import MasterIndex
 from repo.pack import read_header
+from repo.packread import read_pack_header
 from repo.repository import Repository
 from repo.snapshot import decode_snapshot
 from repo.tree import decode_content_list
@@ -65,6 +66,10 @@ class Checker:
 
     def _check_packs(self, index: MasterIndex) -> None:
         stored = {info.name: info.size for info in self.repo.backend.list(Kind.DATA)}
+        by_pack: dict[bytes, list[tuple[BlobId, int, int]]] = {}
+        for btype in BlobType:
+            for blob_id, loc in index.iter_blobs(btype):
+                by_pack.setdefault(loc.pack, []).append((blob_id, loc.offset, loc.length))
         indexed = set()
         for pack_id, size in zip(index.pack_ids, index.pack_sizes, strict=True):
             name = pack_id.hex()
@@ -74,8 +79,23 @@ class Checker:
                 self._error(f"pack {name[:8]}: missing (listed in the index)")
             elif stored[name] != size:
                 self._error(f"pack {name[:8]}: size {stored[name]}, the index says {size}")
+            else:
+                self._check_header(name, size, by_pack.get(pack_id, []))
         for name in sorted(set(stored) - indexed):
             self.result.infos.append(f"pack {name[:8]}: not referenced by any index")
+
+    def _check_header(self, name: str, size: int, blobs: list[tuple[BlobId, int, int]]) -> None:
+        """The pack's own header must hold every blob the index places in it."""
+        try:
+            header = read_pack_header(self.repo, name, size)
+        except RepoError as exc:
+            self._error(f"{exc} (pack header)")
+            return
+        places = {(b[0], b[1], b[2]) for b in header.blobs}
+        for blob_id, offset, length in blobs:
+            if (blob_id, offset, length) not in places:
+                self._error(f"pack {name[:8]}: blob {blob_id.hex()[:16]} is not in its header")
+                return
 
     def _check_blob(self, btype: BlobType, blob_id: BlobId, where: str) -> bool:
         if self.repo.index.has(btype, blob_id):

@@ -6,10 +6,14 @@ import os
 from collections.abc import Iterator, Mapping
 
 from repo.blob import open_blob
-from repo.errors import RepoError
+from repo.errors import DamagedObject, RepoError
+from repo.index import IndexedPack
+from repo.pack import TRAILER, read_header
 from repo.repository import Repository
 from repo.types import BlobId, BlobLocation, BlobType, Handle, Kind
 
+# Most headers fit in the last 64 KiB of their pack: one range read.
+_TAIL = 64 * 1024
 # Blobs of one pack closer than MAX_GAP are fetched in one read of at most MAX_READ.
 MAX_GAP = 1 << 20
 MAX_READ = 32 << 20
@@ -33,6 +37,24 @@ def _runs(
         end = max(end, loc.offset + loc.length)
     if run:
         yield start, end, run
+
+
+def read_pack_header(repo: Repository, name: str, size: int) -> IndexedPack:
+    """A pack's header as an index entry, read from its tail (one range read mostly)."""
+    handle = Handle(Kind.DATA, name)
+    if size < TRAILER.size:
+        raise DamagedObject(f"pack {name[:8]}: too short for a pack")
+    start = max(0, size - _TAIL)
+    tail = repo.backend.read(handle, start, size - start)
+    (hlen,) = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    if len(tail) < hlen + TRAILER.size <= size:
+        tail = repo.backend.read(handle, size - hlen - TRAILER.size, hlen + TRAILER.size)
+    blobs = read_header(repo.master.encryption, tail, size, name=f"pack {name[:8]}")
+    types = {b.btype for b in blobs}
+    if len(types) != 1:
+        raise DamagedObject(f"pack {name[:8]}: holds {len(types)} blob types, not one")
+    rows = [(b.blob_id, b.offset, b.length, b.raw_length) for b in blobs]
+    return IndexedPack(bytes.fromhex(name), size, hlen, types.pop(), rows)
 
 
 def read_blobs(

@@ -6,16 +6,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from repo.errors import DamagedObject, RepoError
-from repo.index import IndexedPack
-from repo.pack import TRAILER, read_header
+from repo.errors import RepoError
+from repo.packread import read_pack_header
 from repo.repository import Repository
 from repo.snapshot import Snapshot
 from repo.tree import Node, decode_content_list, encode_tree
 from repo.types import BlobId, BlobType, Handle, Kind
-
-# Most headers fit in the last 64 KiB of their pack: one range read.
-_TAIL = 64 * 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -26,23 +22,6 @@ class IndexRepair:
     replaced: int = 0
 
 
-def _pack_from_header(repo: Repository, name: str, size: int) -> IndexedPack:
-    handle = Handle(Kind.DATA, name)
-    if size < TRAILER.size:
-        raise DamagedObject(f"pack {name[:8]}: too short for a pack")
-    start = max(0, size - _TAIL)
-    tail = repo.backend.read(handle, start, size - start)
-    (hlen,) = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
-    if len(tail) < hlen + TRAILER.size <= size:
-        tail = repo.backend.read(handle, size - hlen - TRAILER.size, hlen + TRAILER.size)
-    blobs = read_header(repo.master.encryption, tail, size, name=f"pack {name[:8]}")
-    types = {b.btype for b in blobs}
-    if len(types) != 1:
-        raise DamagedObject(f"pack {name[:8]}: holds {len(types)} blob types, not one")
-    rows = [(b.blob_id, b.offset, b.length, b.raw_length) for b in blobs]
-    return IndexedPack(bytes.fromhex(name), size, hlen, types.pop(), rows)
-
-
 def repair_index(repo: Repository, report: Callable[[str], None]) -> IndexRepair:
     """Write one index file from the headers of every pack, replacing all others."""
     result = IndexRepair()
@@ -50,7 +29,7 @@ def repair_index(repo: Repository, report: Callable[[str], None]) -> IndexRepair
     packs = []
     for info in repo.backend.list(Kind.DATA):
         try:
-            packs.append(_pack_from_header(repo, info.name, info.size))
+            packs.append(read_pack_header(repo, info.name, info.size))
         except RepoError as exc:
             result.damaged.append(info.name)
             report(f"{exc}; its blobs are left out of the index")
