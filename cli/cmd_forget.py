@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -12,7 +12,7 @@ from cli.cmd_prune import run_prune
 from cli.context import Globals
 from cli.errors import EXIT_USAGE, CliError
 from cli.options import filter_options, global_options, snapshot_json
-from cli.output import emit_json, say, show_path
+from cli.output import emit_json, say, show_path, snapshot_table
 from repo.forget import (
     UNLIMITED,
     Duration,
@@ -28,7 +28,6 @@ from repo.forget import (
 from repo.lock import Lock
 from repo.prune import UnusedLimit, parse_size
 from repo.snapshot import Snapshot, SnapshotFilter, find_snapshot
-from repo.types import Handle, Kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +58,7 @@ class ForgetRequest:
     is_dry_run: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Group:
     key: GroupKey
     result: PolicyResult
@@ -95,41 +94,17 @@ def _group_header(key: GroupKey) -> str:
     return f"snapshots for ({', '.join(parts)}):" if parts else "snapshots:"
 
 
-def _table(snaps: Sequence[Snapshot], reasons: dict[str, tuple[str, ...]] | None) -> list[str]:
-    """Snapshots oldest first, restic's layout; reasons and paths take a line each."""
-    header = ["ID", "Time", "Host", "Tags", *(["Reasons"] if reasons is not None else []), "Paths"]
-    rows: list[list[list[str]]] = []
-    for s in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
-        cells = [
-            [s.short_id],
-            [f"{s.datetime:%Y-%m-%d %H:%M:%S}"],
-            [s.hostname],
-            [",".join(s.tags)],
-        ]
-        if reasons is not None:
-            cells.append(list(reasons.get(s.id, ())))
-        rows.append([*cells, s.str_paths()])
-    widths = [max([len(h)] + [len(x) for r in rows for x in r[i]]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-    lines = [fmt.format(*header).rstrip(), rule]
-    for row in rows:
-        for n in range(max(1, *(len(cell) for cell in row))):
-            lines.append(fmt.format(*(c[n] if n < len(c) else "" for c in row)).rstrip())
-    return [*lines, rule, f"{len(rows)} snapshots", ""]
-
-
 def _print_group(group: _Group) -> None:
     result = group.result
     say(_group_header(group.key))
     if result.keep:
         say(f"keep {len(result.keep)} snapshots:")
         reasons = {r.snapshot.id: r.matches for r in result.reasons}
-        for line in _table(result.keep, reasons):
+        for line in snapshot_table(result.keep, reasons):
             say(line)
     if result.remove:
         say(f"remove {len(result.remove)} snapshots:")
-        for line in _table(result.remove, None):
+        for line in snapshot_table(result.remove, None):
             say(line)
 
 
@@ -158,8 +133,7 @@ def _remove(g: Globals, lock: Lock, snaps: list[Snapshot], is_dry_run: bool) -> 
     verb = "would remove" if is_dry_run else "removed"
     for snap in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
         if not is_dry_run:
-            lock.check()  # never delete once others may take our lock for stale
-            lock.repo.backend.delete(Handle(Kind.SNAPSHOT, snap.id))
+            lock.repo.delete_snapshot(snap.id)
         say(f"{verb} snapshot {snap.short_id}", is_quiet=g.is_quiet or g.is_json)
 
 
@@ -301,6 +275,7 @@ def forget(
         "would be removed, running prune dry run" if dry_run else "have been removed, running prune"
     )
     say(f"{len(removed)} snapshots {done}", is_quiet=g.is_quiet or g.is_json)
-    code = run_prune(g, max_unused, max_repack_size, dry_run)
+    ignore = frozenset(s.id for s in removed) if dry_run else frozenset()
+    code = run_prune(g, max_unused, max_repack_size, dry_run, ignore_snapshots=ignore)
     if code:
         raise SystemExit(code)

@@ -67,13 +67,18 @@ def _report(g: Globals, plan: PrunePlan, result: PruneResult | None) -> None:
 
 
 def run_prune(
-    g: Globals, max_unused: str = "5%", max_repack_size: str | None = None, is_dry_run: bool = False
+    g: Globals,
+    max_unused: str = "5%",
+    max_repack_size: str | None = None,
+    is_dry_run: bool = False,
+    ignore_snapshots: frozenset[str] = frozenset(),
 ) -> int:
+    """Prune; `ignore_snapshots` are treated as gone (forget --dry-run --prune)."""
     limit, max_repack = _limits(max_unused, max_repack_size)
     repo = g.open()
     try:
         with g.lock(repo, is_exclusive=True):
-            plan = plan_prune(repo, limit, max_repack)
+            plan = plan_prune(repo, limit, max_repack, ignore_snapshots)
             result = None
             if not is_dry_run:
                 is_noop = plan.is_noop()

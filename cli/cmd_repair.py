@@ -9,7 +9,6 @@ from cli.options import filter_options, global_options, select_snapshot
 from cli.output import emit_json, say, warn
 from repo.repair import SnapshotRepairer, repair_index
 from repo.snapshot import SnapshotFilter, sort_snapshots
-from repo.types import Handle, Kind
 
 
 def run_repair_index(g: Globals) -> None:
@@ -57,7 +56,7 @@ def run_repair_snapshots(
                     repo.flush()
                     repo.save_snapshot(new)
                     if is_forget:
-                        repo.backend.delete(Handle(Kind.SNAPSHOT, snap.id))
+                        repo.delete_snapshot(snap.id)
     finally:
         repo.close()
     if g.is_json:

@@ -6,7 +6,7 @@ import click
 
 from cli.context import Globals
 from cli.options import filter_options, global_options, snapshot_json
-from cli.output import emit_json, say
+from cli.output import emit_json, say, snapshot_table
 from repo.snapshot import SnapshotFilter, sort_snapshots
 
 
@@ -22,25 +22,8 @@ def run_snapshots(
     if g.is_json:
         emit_json([snapshot_json(s) for s in snaps])
         return
-    rows = [
-        (
-            s.short_id,
-            s.datetime.strftime("%Y-%m-%d %H:%M:%S"),
-            s.hostname,
-            ",".join(s.tags),
-            ", ".join(s.str_paths()),
-        )
-        for s in snaps
-    ]
-    header = ("ID", "Time", "Host", "Tags", "Paths")
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    say(fmt.format(*header).rstrip())
-    say("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    for row in rows:
-        say(fmt.format(*row).rstrip())
-    say("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    say(f"{len(rows)} snapshots")
+    for line in snapshot_table(snaps, None)[:-1]:
+        say(line)
 
 
 @click.command("snapshots")

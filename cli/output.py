@@ -6,7 +6,10 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from repo.snapshot import Snapshot
 
 
 def emit_json(obj: Any) -> None:
@@ -88,3 +91,29 @@ class Progress:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
             self._thread = None
+
+
+def snapshot_table(
+    snaps: Sequence[Snapshot], reasons: dict[str, tuple[str, ...]] | None
+) -> list[str]:
+    """Snapshots oldest first, restic's layout; reasons and paths take a line each."""
+    header = ["ID", "Time", "Host", "Tags", *(["Reasons"] if reasons is not None else []), "Paths"]
+    rows: list[list[list[str]]] = []
+    for s in sorted(snaps, key=lambda s: (s.time_ns, s.id)):
+        cells = [
+            [s.short_id],
+            [f"{s.datetime:%Y-%m-%d %H:%M:%S}"],
+            [s.hostname],
+            [",".join(s.tags)],
+        ]
+        if reasons is not None:
+            cells.append(list(reasons.get(s.id, ())))
+        rows.append([*cells, s.str_paths()])
+    widths = [max([len(h)] + [len(x) for r in rows for x in r[i]]) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    lines = [fmt.format(*header).rstrip(), rule]
+    for row in rows:
+        for n in range(max(1, *(len(cell) for cell in row))):
+            lines.append(fmt.format(*(c[n] if n < len(c) else "" for c in row)).rstrip())
+    return [*lines, rule, f"{len(rows)} snapshots", ""]

@@ -329,9 +329,10 @@ class Archiver:
         if not self.opts.is_dry_run:
             self.repo.flush()
         self.stats.data_added_packed = self.repo.bytes_stored
+        time_ns = self.opts.time_ns if self.opts.time_ns is not None else self.start_ns
         snap = Snapshot(
-            time_ns=self.opts.time_ns if self.opts.time_ns is not None else self.start_ns,
-            tz_offset=_local_offset(),
+            time_ns=time_ns,
+            tz_offset=_local_offset(time_ns),
             tree=root,
             paths=sorted(paths),
             hostname=self.opts.hostname,
@@ -373,5 +374,6 @@ def _layout(paths: list[bytes]) -> Layout:
     return root
 
 
-def _local_offset() -> int:
-    return -time.altzone if time.localtime().tm_isdst > 0 else -time.timezone
+def _local_offset(time_ns: int) -> int:
+    """The local UTC offset in force at that instant (DST included), in seconds."""
+    return time.localtime(time_ns // 1_000_000_000).tm_gmtoff

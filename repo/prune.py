@@ -146,14 +146,22 @@ class _Marker:
         return pos >= 0 and bool(self.used[btype][pos])
 
 
-def plan_prune(repo: Repository, limit: UnusedLimit, max_repack: int | None) -> PrunePlan:
-    """Decide which packs to delete, repack and keep (changes nothing)."""
+def plan_prune(
+    repo: Repository,
+    limit: UnusedLimit,
+    max_repack: int | None,
+    ignore_snapshots: frozenset[str] = frozenset(),
+) -> PrunePlan:
+    """Decide which packs to delete, repack and keep (changes nothing); snapshots in
+    `ignore_snapshots` count as forgotten already."""
     files, leftovers = repo.read_index_state()
     index = MasterIndex()
     index.load(p for packs in files.values() for p in packs)
     repo.use_index(index)
     marker = _Marker(repo, index)
     for snap in repo.list_snapshots():
+        if snap.id in ignore_snapshots:
+            continue
         marker.walk(snap.tree, f"snapshot {snap.short_id}")
     # Superseded files a killed prune left behind are superseded again and removed:
     # once the file that superseded them is gone, they would come back to life.

@@ -153,6 +153,12 @@ class Repository:
             snaps.append(decode_snapshot(plain, info.name))
         return snaps
 
+    def delete_snapshot(self, snap_id: str) -> None:
+        """Remove a snapshot object (never once our lock may be taken for stale)."""
+        if self.lock_guard is not None:
+            self.lock_guard()
+        self.backend.delete(Handle(Kind.SNAPSHOT, snap_id))
+
     def save_snapshot(self, snap: Snapshot) -> str:
         if self.lock_guard is not None:
             self.lock_guard()
