@@ -165,7 +165,8 @@ def _options(req: BackupRequest, parent: Snapshot | None, abs_paths: list[bytes]
 
 
 def _archive(g: Globals, repo: Repository, req: BackupRequest) -> tuple[Archiver, Snapshot, bool]:
-    abs_paths = [os.path.abspath(os.fsencode(p)) for p in req.paths]
+    # The same source given twice (src, src/, ./src) is one source.
+    abs_paths = list(dict.fromkeys(os.path.abspath(os.fsencode(p)) for p in req.paths))
     stdin_name = os.fsencode(req.stdin_filename).strip(b"/")
     snap_paths = [b"/" + stdin_name] if req.is_stdin else abs_paths
     host = req.host or socket.gethostname()

@@ -21,6 +21,7 @@ GIB = 1 << 30
 DEPTH = 40
 LATIN1_NAME = b"caf\xe9"
 LONG_NAME = b"n" * 255
+ODD_NAMES = (b"new\nline", b"-dash", b"star*", b"[br]", b"back\\slash", b"\x01ctl", b" space ")
 SPARSE_DATA = (0, 333 * MIB + 12345, GIB - MIB)
 UID, GID = 1234, 5678
 CHARDEV = os.makedev(42, 300)  # a minor above 255 needs the split encoding of dev_t
@@ -69,6 +70,9 @@ def _make_tree(src: Path) -> bool:
     raw = os.fsencode(special)
     (special / os.fsdecode(LATIN1_NAME)).write_bytes(b"latin-1 named content\n")
     (special / os.fsdecode(LONG_NAME)).write_bytes(b"a name of 255 bytes\n")
+    for name in ODD_NAMES:
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(name)
     os.symlink(LATIN1_NAME, raw + b"/rel-link")
     os.symlink(b"/etc/hostname", raw + b"/abs-link")
     os.symlink(b"does/not/exist", raw + b"/dangling-link")
@@ -166,11 +170,17 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
     return Tree(hutch, base, base / "src", has_xattrs)
 
 
-def test_restore_reproduces_every_entry(tree: Tree) -> None:
-    """A sparse restore gives back every entry with its type, mode, owner, times and bytes."""
+@pytest.fixture(scope="module")
+def restored(tree: Tree) -> Path:
+    """The whole snapshot restored once with --sparse; returns where src landed."""
     target = tree.base / "full"
-    tree.hutch.run("restore", "latest", "--target", target, "--sparse", "--verify")
-    out = restored_path(target, tree.src)
+    tree.hutch.run("restore", "latest", "--target", target, "--sparse")
+    return restored_path(target, tree.src)
+
+
+def test_restore_reproduces_every_entry(tree: Tree, restored: Path) -> None:
+    """A sparse restore gives back every entry with its type, mode, owner, times and bytes."""
+    out = restored
     expected, got = _describe(tree.src), _describe(out)
     assert sorted(got) == sorted(expected)
     for rel, doc in expected.items():
@@ -190,15 +200,13 @@ def test_restore_reproduces_every_entry(tree: Tree) -> None:
     assert stat.S_ISFIFO(os.lstat(out / "special/fifo").st_mode)
 
 
-def test_sparse_restore_keeps_holes(tree: Tree) -> None:
+def test_sparse_restore_keeps_holes(tree: Tree, restored: Path) -> None:
     """--sparse restores a 1 GiB file with a few MiB of data as a file with holes, byte-exact."""
-    target = tree.base / "sparse"
-    tree.hutch.run("restore", "latest", "--target", target, "--sparse", "--include", "sparse.img")
-    restored = restored_path(target, tree.src) / "sparse.img"
-    st = os.stat(restored)
+    sparse = restored / "sparse.img"
+    st = os.stat(sparse)
     assert st.st_size == GIB
     assert st.st_blocks * 512 < 64 * MIB
-    with open(tree.src / "sparse.img", "rb") as f_src, open(restored, "rb") as f_out:
+    with open(tree.src / "sparse.img", "rb") as f_src, open(sparse, "rb") as f_out:
         src_fd, out_fd = f_src.fileno(), f_out.fileno()
         # Outside the data extents of both files everything reads as zero, so
         # comparing the bytes of the extents of each proves the files equal.
@@ -207,7 +215,7 @@ def test_sparse_restore_keeps_holes(tree: Tree) -> None:
         for start, end in extents:
             assert os.pread(src_fd, end - start, start) == os.pread(out_fd, end - start, start)
     for offset in SPARSE_DATA:
-        with open(restored, "rb") as f:
+        with open(sparse, "rb") as f:
             f.seek(offset)
             assert f.read(16) != bytes(16)
 
@@ -250,6 +258,10 @@ def test_dump_tar_of_special_entries(tree: Tree) -> None:
         assert extracted is not None
         assert extracted.read() == b"latin-1 named content\n"
         assert b"special/" + LONG_NAME in members
+        for name in ODD_NAMES:
+            odd = tar.extractfile(members[b"special/" + name])
+            assert odd is not None
+            assert odd.read() == name
         assert members[b"special/emptydir"].isdir()
         assert members[b"special/sticky"].mode == 0o1777
         assert members[b"special/setuid"].mode == 0o4755
@@ -266,7 +278,7 @@ def test_dump_tar_of_special_entries(tree: Tree) -> None:
 def test_restore_subfolder_lands_directly_in_target(tree: Tree) -> None:
     """`restore latest:/abs/sub` puts the contents of sub directly into the target."""
     target = tree.base / "subonly"
-    tree.hutch.run("restore", f"latest:{tree.src}/sub", "--target", target)
+    tree.hutch.run("restore", f"latest:{tree.src}/sub", "--target", target, "--verify")
     assert sorted(os.listdir(target)) == ["inner", "one.txt", "two.dat"]
     assert (target / "inner" / "three.txt").read_bytes() == b"three\n"
     assert (target / "two.dat").read_bytes() == (tree.src / "sub" / "two.dat").read_bytes()
@@ -317,7 +329,7 @@ def test_restore_include_and_exclude_select_files(tree: Tree) -> None:
         "special/sticky/inside.txt",
         "sub/two.dat",
         "sub/inner/three.txt",
-    }
+    } | {"special/" + os.fsdecode(name) for name in ODD_NAMES}
 
 
 def test_restore_never_follows_a_planted_symlink(tree: Tree, tmp_path: Path) -> None:
