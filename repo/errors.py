@@ -9,6 +9,10 @@ class BackendError(RepoError):
     """A storage backend failed to read, write, list or delete an object."""
 
 
+class TransientError(BackendError):
+    """A failure worth retrying: a timeout, a dropped connection, a 5xx answer."""
+
+
 class ObjectNotFound(BackendError):
     """The named object does not exist in the backend."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from repo.types import FileInfo, Handle, Kind
@@ -42,9 +43,54 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(location: str, *, create: bool = False) -> Backend:
-    """Return the backend for a repository location (a path or local:PATH)."""
-    from repo.backend.local import LocalBackend  # noqa: PLC0415  (only backend so far)
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings of network backends (docs/usage.md, repository locations)."""
 
-    path = location.removeprefix("local:")
-    return LocalBackend(path, create=create)
+    connections: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    # Retries of transient failures (timeouts, 5xx, resets) share this deadline, so an
+    # unreachable server ends the command well within two minutes.
+    retry_deadline: float = 60.0
+    limit_upload: int = 0  # KiB/s, 0 = unlimited
+    limit_download: int = 0
+    cacert: str | None = None
+    is_insecure_tls: bool = False
+
+
+def open_backend(
+    location: str, *, create: bool = False, options: BackendOptions | None = None
+) -> Backend:
+    """The backend for a repository location: PATH, local:PATH, sftp:…, s3:…, rest:…,
+    rclone:… (docs/usage.md). Network modules are imported only when used."""
+    opts = options or BackendOptions()
+    scheme, _, rest = location.partition(":")
+    # Imports below are deferred on purpose: a local repository must not pay for
+    # paramiko, boto3 or http at start-up.
+    if scheme == "sftp":
+        from repo.backend.sftp import open_sftp  # noqa: PLC0415
+
+        return wrap(open_sftp(rest, opts, create=create), opts)
+    if scheme == "s3":
+        from repo.backend.s3 import open_s3  # noqa: PLC0415
+
+        return wrap(open_s3(rest, opts, create=create), opts)
+    if scheme == "rest":
+        from repo.backend.rest import open_rest  # noqa: PLC0415
+
+        return wrap(open_rest(rest, opts, create=create), opts)
+    if scheme == "rclone":
+        from repo.backend.rclone import open_rclone  # noqa: PLC0415
+
+        return wrap(open_rclone(rest, opts, create=create), opts)
+    from repo.backend.local import LocalBackend  # noqa: PLC0415
+
+    return LocalBackend(location.removeprefix("local:"), create=create)
+
+
+def wrap(backend: Backend, options: BackendOptions) -> Backend:
+    """Retry transient failures of a network backend under one overall deadline."""
+    from repo.backend.retry import RetryBackend  # noqa: PLC0415
+
+    return RetryBackend(backend, options.retry_deadline)

@@ -26,16 +26,26 @@ def _handle(kind: Kind, data: bytes) -> Handle:
     return Handle(kind, _name(data))
 
 
-@pytest.fixture(params=["local", "memory"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Each backend in turn, empty."""
-    b: Backend
-    if request.param == "local":
-        b = LocalBackend(str(tmp_path / "repo"), create=True)
-    else:
-        b = MemoryBackend()
+@pytest.fixture
+def local_backend(tmp_path: Path) -> Iterator[Backend]:
+    b = LocalBackend(str(tmp_path / "repo"), create=True)
     yield b
     b.close()
+
+
+@pytest.fixture
+def memory_backend() -> Iterator[Backend]:
+    b = MemoryBackend()
+    yield b
+    b.close()
+
+
+# Network backends come from tests/servers/, which start their servers on 127.0.0.1.
+@pytest.fixture(params=["local", "memory", "sftp", "s3", "rest", "rclone"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend in turn, empty."""
+    b: Backend = request.getfixturevalue(f"{request.param}_backend")
+    return b
 
 
 def test_write_then_read(backend: Backend) -> None:
