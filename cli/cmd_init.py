@@ -15,7 +15,7 @@ from repo.repository import Repository
 
 
 def run_init(g: Globals) -> None:
-    backend = g.backend()
+    backend = g.backend(create=True)
     if backend.exists():
         raise CliError(f"{backend.location}: a repository already exists there")
     password = g.password(is_new=True)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from cli.errors import CliError
 from crypto import KeyInfo
-from repo.backend import Backend, open_backend
+from repo.backend import Backend, BackendOptions, open_backend
+from repo.backend.local import LocalBackend
+from repo.cache import Cache, default_cache_root
 from repo.lock import Lock, locked
 from repo.repository import Repository
 
@@ -31,17 +33,35 @@ class Globals:
     cache_dir: str | None = None
     is_debug: bool = False
     retry_lock: str | None = None
+    is_no_cache: bool = False
+    connections: int = 5
+    limit_upload: int = 0
+    limit_download: int = 0
+    cacert: str | None = None
+    is_insecure_tls: bool = False
 
     def location(self) -> str:
         if not self.repo:
             raise CliError("no repository given: use -r/--repo or HUTCH_REPOSITORY")
         return self.repo
 
-    def backend(self) -> Backend:
-        return open_backend(self.location())
+    def backend(self, *, create: bool = False) -> Backend:
+        options = BackendOptions(
+            connections=max(1, self.connections),
+            limit_upload=self.limit_upload,
+            limit_download=self.limit_download,
+            cacert=self.cacert,
+            is_insecure_tls=self.is_insecure_tls,
+        )
+        return open_backend(self.location(), create=create, options=options)
 
     def open(self) -> Repository:
-        return Repository.open(self.backend(), self.password())
+        """Open the repository; remote ones get the local cache unless --no-cache."""
+        backend = self.backend()
+        repo = Repository.open(backend, self.password())
+        if not self.is_no_cache and not isinstance(backend, LocalBackend):
+            repo.cache = Cache(self.cache_dir or default_cache_root(), repo.config.repo_id)
+        return repo
 
     def password(self, *, is_new: bool = False) -> bytes:
         """The password from file, command, environment, or an interactive prompt."""

@@ -6,6 +6,7 @@ import signal
 import sys
 import traceback
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -25,57 +26,18 @@ from cli import (
 )
 from cli.context import Globals
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
+from cli.options import group_options
 
 VERSION = "0.1.0"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, "--version", prog_name="hutch", message="%(prog)s %(version)s")
-@click.option(
-    "-r", "--repo", envvar="HUTCH_REPOSITORY", help="repository location [env: HUTCH_REPOSITORY]"
-)
-@click.option(
-    "--password-file",
-    envvar="HUTCH_PASSWORD_FILE",
-    type=click.Path(),
-    help="read the password from a file [env: HUTCH_PASSWORD_FILE]",
-)
-@click.option(
-    "--password-command",
-    envvar="HUTCH_PASSWORD_COMMAND",
-    help="run a shell command and use its output as the password [env: HUTCH_PASSWORD_COMMAND]",
-)
-@click.option("--json", "is_json", is_flag=True, help="print machine-readable JSON")
-@click.option("-q", "--quiet", "is_quiet", is_flag=True, help="print only errors and results")
-@click.option(
-    "--cache-dir",
-    envvar="HUTCH_CACHE_DIR",
-    type=click.Path(),
-    help="local cache folder [env: HUTCH_CACHE_DIR]",
-)
-@click.option(
-    "--retry-lock",
-    metavar="DURATION",
-    envvar="HUTCH_RETRY_LOCK",
-    help="wait up to DURATION (30s, 5m, 1h) for a locked repository [env: HUTCH_RETRY_LOCK]",
-)
-@click.option("--debug", "is_debug", is_flag=True, hidden=True, help="show tracebacks")
+@group_options
 @click.pass_context
-def hutch(
-    ctx: click.Context,
-    repo: str | None,
-    password_file: str | None,
-    password_command: str | None,
-    is_json: bool,
-    is_quiet: bool,
-    cache_dir: str | None,
-    retry_lock: str | None,
-    is_debug: bool,
-) -> None:
+def hutch(ctx: click.Context, /, **options: Any) -> None:
     """Deduplicating, encrypted backups."""
-    ctx.obj = Globals(
-        repo, password_file, password_command, is_json, is_quiet, cache_dir, is_debug, retry_lock
-    )
+    ctx.obj = Globals(**options)
 
 
 for command in (

@@ -25,27 +25,133 @@ def filter_options(func: F) -> F:
     return click.option("--host", "hosts", multiple=True, help="only snapshots of this host")(func)
 
 
+# The options every command shares: (declarations, destination in Globals, settings).
+_GLOBALS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (
+        ("-r", "--repo"),
+        "repo",
+        {"envvar": "HUTCH_REPOSITORY", "help": "repository location [env: HUTCH_REPOSITORY]"},
+    ),
+    (
+        ("--password-file",),
+        "password_file",
+        {
+            "envvar": "HUTCH_PASSWORD_FILE",
+            "type": click.Path(),
+            "help": "read the password from a file [env: HUTCH_PASSWORD_FILE]",
+        },
+    ),
+    (
+        ("--password-command",),
+        "password_command",
+        {
+            "envvar": "HUTCH_PASSWORD_COMMAND",
+            "help": "run a shell command and use its output as the password "
+            "[env: HUTCH_PASSWORD_COMMAND]",
+        },
+    ),
+    (("--json",), "is_json", {"is_flag": True, "help": "print machine-readable JSON"}),
+    (("-q", "--quiet"), "is_quiet", {"is_flag": True, "help": "print only errors and results"}),
+    (
+        ("--cache-dir",),
+        "cache_dir",
+        {
+            "envvar": "HUTCH_CACHE_DIR",
+            "type": click.Path(),
+            "help": "local cache folder [env: HUTCH_CACHE_DIR]",
+        },
+    ),
+    (
+        ("--no-cache",),
+        "is_no_cache",
+        {"is_flag": True, "help": "do not use the local cache of a remote repository"},
+    ),
+    (
+        ("--retry-lock",),
+        "retry_lock",
+        {
+            "metavar": "DURATION",
+            "envvar": "HUTCH_RETRY_LOCK",
+            "help": "wait up to DURATION (30s, 5m, 1h) for a locked repository "
+            "[env: HUTCH_RETRY_LOCK]",
+        },
+    ),
+    (
+        ("--connections",),
+        "connections",
+        {
+            "type": click.IntRange(1, 64),
+            "default": 5,
+            "envvar": "HUTCH_CONNECTIONS",
+            "help": "concurrent transfers to a remote repository [env: HUTCH_CONNECTIONS]",
+        },
+    ),
+    (
+        ("--limit-upload",),
+        "limit_upload",
+        {
+            "type": click.IntRange(0),
+            "default": 0,
+            "metavar": "KIB/S",
+            "envvar": "HUTCH_LIMIT_UPLOAD",
+            "help": "limit uploads to a remote repository [env: HUTCH_LIMIT_UPLOAD]",
+        },
+    ),
+    (
+        ("--limit-download",),
+        "limit_download",
+        {
+            "type": click.IntRange(0),
+            "default": 0,
+            "metavar": "KIB/S",
+            "envvar": "HUTCH_LIMIT_DOWNLOAD",
+            "help": "limit downloads from a remote repository [env: HUTCH_LIMIT_DOWNLOAD]",
+        },
+    ),
+    (
+        ("--cacert",),
+        "cacert",
+        {
+            "type": click.Path(),
+            "envvar": "HUTCH_CACERT",
+            "help": "trust this CA certificate for HTTPS backends [env: HUTCH_CACERT]",
+        },
+    ),
+    (
+        ("--insecure-tls",),
+        "is_insecure_tls",
+        {
+            "is_flag": True,
+            "envvar": "HUTCH_INSECURE_TLS",
+            "help": "skip TLS certificate checks (testing only) [env: HUTCH_INSECURE_TLS]",
+        },
+    ),
+    (("--debug",), "is_debug", {"is_flag": True, "hidden": True, "help": "show tracebacks"}),
+]
+
+
+def group_options(func: F) -> F:
+    """The global options as the `hutch` group declares them, before the command name."""
+    for decls, dest, settings in reversed(_GLOBALS):
+        func = click.option(*decls, dest, **settings)(func)
+    return func
+
+
 def _set_global(ctx: click.Context, param: click.Parameter, value: object) -> None:
     """Options given after the command name override those given before it."""
-    if value and param.name is not None:
+    if param.name is not None and ctx.get_parameter_source(param.name) in (
+        click.core.ParameterSource.COMMANDLINE,
+    ):
         setattr(ctx.find_object(Globals), param.name, value)
 
 
 def global_options(func: F) -> F:
     """The global options, accepted after the command name too (as restic accepts them)."""
-    specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-        (("-r", "--repo", "repo"), {}),
-        (("--password-file", "password_file"), {}),
-        (("--password-command", "password_command"), {}),
-        (("--json", "is_json"), {"is_flag": True}),
-        (("-q", "--quiet", "is_quiet"), {"is_flag": True}),
-        (("--cache-dir", "cache_dir"), {}),
-        (("--retry-lock", "retry_lock"), {}),
-    ]
-    for decls, extra in specs:
-        func = click.option(*decls, expose_value=False, callback=_set_global, hidden=True, **extra)(
-            func
-        )
+    for decls, dest, settings in _GLOBALS:
+        extra = {k: v for k, v in settings.items() if k not in ("envvar", "help", "hidden")}
+        func = click.option(
+            *decls, dest, expose_value=False, callback=_set_global, hidden=True, **extra
+        )(func)
     return func
 
 

@@ -22,6 +22,7 @@ from crypto import (
 from crypto import WrongPassword as KeyWrongPassword
 from repo.backend import Backend
 from repo.blob import open_blob
+from repo.cache import Cache
 from repo.config import RepoConfig, decode_config, encode_config
 from repo.errors import (
     BlobNotFound,
@@ -38,6 +39,8 @@ from repo.tree import Node, decode_tree, encode_tree
 from repo.types import BlobId, BlobType, Handle, Kind
 
 CONFIG = Handle(Kind.CONFIG, "config")
+# docs/design.md, "Local cache": what is kept locally besides tree packs.
+_CACHED = (Kind.INDEX, Kind.SNAPSHOT)
 # A backup writes an index file after this many packs, so an interrupted run's packs
 # are found by the next one (docs/design.md, index).
 PACKS_PER_INDEX = 16
@@ -59,6 +62,7 @@ class Repository:
         self._unindexed: list[IndexedPack] = []
         self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
         self.is_dry_run = False
+        self.cache: Cache | None = None
         # Called before an index or a snapshot is written: raises when our lock is lost.
         self.lock_guard: Callable[[], None] | None = None
         # The key file that opened the repository (repo/keys.py refuses to remove it).
@@ -136,7 +140,10 @@ class Repository:
     def read_object(self, kind: Kind, otype: ObjectType, name: str) -> bytes:
         """Read, check against its name, and open a sealed object."""
         handle = Handle(kind, name)
-        data = self.backend.read(handle)
+        cached = self.cache.get(handle) if self.cache and kind in _CACHED else None
+        data = cached if cached is not None else self.backend.read(handle)
+        if cached is None and self.cache and kind in _CACHED:
+            self.cache.put(handle, data)
         if _sha256(data) != name:
             raise DamagedObject(f"{handle}: content does not match its name")
         try:
@@ -148,7 +155,10 @@ class Repository:
 
     def list_snapshots(self) -> list[Snapshot]:
         snaps = []
-        for info in self.backend.list(Kind.SNAPSHOT):
+        infos = list(self.backend.list(Kind.SNAPSHOT))
+        if self.cache:
+            self.cache.retain(Kind.SNAPSHOT, (i.name for i in infos))
+        for info in infos:
             plain = self.read_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, info.name)
             snaps.append(decode_snapshot(plain, info.name))
         return snaps
@@ -186,7 +196,10 @@ class Repository:
         """(the packs of every index file in force, superseded index files still stored)."""
         files: dict[str, list[IndexedPack]] = {}
         superseded: set[str] = set()
-        for info in self.backend.list(Kind.INDEX):
+        infos = list(self.backend.list(Kind.INDEX))
+        if self.cache:
+            self.cache.retain(Kind.INDEX, (i.name for i in infos))
+        for info in infos:
             try:
                 plain = self.read_object(Kind.INDEX, ObjectType.INDEX, info.name)
             except ObjectNotFound:
@@ -199,7 +212,12 @@ class Repository:
 
     def _load_index(self) -> MasterIndex:
         index = MasterIndex()
-        index.load(p for packs in self.read_index_files().values() for p in packs)
+        packs = [p for packs in self.read_index_files().values() for p in packs]
+        index.load(packs)
+        if self.cache:
+            self.cache.retain(
+                Kind.DATA, (p.pack_id.hex() for p in packs if p.btype is BlobType.TREE)
+            )
         return index
 
     def write_index(self, packs: list[IndexedPack], supersedes: Sequence[str] = ()) -> str:
@@ -215,7 +233,18 @@ class Repository:
         loc = self.index.lookup(btype, blob_id)
         if loc is None:
             raise BlobNotFound(f"{btype.name.lower()} blob {blob_id.hex()[:16]}: not in index")
-        stored = self.backend.read(Handle(Kind.DATA, loc.pack.hex()), loc.offset, loc.length)
+        handle = Handle(Kind.DATA, loc.pack.hex())
+        stored = None
+        if self.cache and btype is BlobType.TREE:
+            stored = self.cache.get_range(handle, loc.offset, loc.length)
+            if stored is None:
+                # Tree packs are small and read again and again: keep them whole.
+                pack = self.backend.read(handle)
+                if _sha256(pack) == handle.name:
+                    self.cache.put(handle, pack)
+                stored = pack[loc.offset : loc.offset + loc.length]
+        if stored is None:
+            stored = self.backend.read(handle, loc.offset, loc.length)
         return open_blob(self.master.encryption, self.master.id_key, btype, blob_id, stored)
 
     def blob_id(self, data: bytes | memoryview) -> BlobId:
@@ -245,8 +274,11 @@ class Repository:
             )
         return self._saver
 
-    def _upload_pack(self, pack_id: bytes, data: bytes) -> None:
-        self.backend.write(Handle(Kind.DATA, pack_id.hex()), data)
+    def _upload_pack(self, pack_id: bytes, data: bytes, btype: BlobType) -> None:
+        handle = Handle(Kind.DATA, pack_id.hex())
+        self.backend.write(handle, data)
+        if self.cache and btype is BlobType.TREE:
+            self.cache.put(handle, data)
 
     def _pack_stored(self, pack: IndexedPack) -> None:
         self.index.add_pack(pack)

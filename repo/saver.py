@@ -25,7 +25,7 @@ class PackSaver:
         enc_key: bytes,
         level: int,
         pack_size: int,
-        upload: Callable[[bytes, bytes], None],
+        upload: Callable[[bytes, bytes, BlobType], None],
         on_pack: Callable[[IndexedPack], None],
     ) -> None:
         self._key = enc_key
@@ -65,7 +65,7 @@ class PackSaver:
         blobs = [(b.blob_id, b.offset, b.length, b.raw_length) for b in builder.blobs]
         pack = IndexedPack(pack_id, len(data), header_length, btype, blobs)
         self.bytes_stored += header_length + 4
-        self._uploads.append((pack, self._uploader.submit(self._upload, pack_id, data)))
+        self._uploads.append((pack, self._uploader.submit(self._upload, pack_id, data, btype)))
         while len(self._uploads) > 2:
             self._complete_upload()
 
