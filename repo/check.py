@@ -46,7 +46,7 @@ class Checker:
         # meanwhile cannot make its new snapshot look like it points at nothing.
         names = [info.name for info in self.repo.backend.list(Kind.SNAPSHOT)]
         self._check_keys()
-        index = self.repo.index
+        index = self.repo.load_index_tolerantly(self._error)
         self._check_packs(index)
         for name in names:
             try:

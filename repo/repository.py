@@ -177,6 +177,11 @@ class Repository:
 
     # -- index -----------------------------------------------------------------------
 
+    def load_index_tolerantly(self, on_damage: Callable[[str], None]) -> MasterIndex:
+        """Load the index, reporting damaged index files instead of stopping (check)."""
+        self._index = self._load_index(on_damage)
+        return self._index
+
     def use_index(self, index: MasterIndex) -> None:
         """Adopt an index loaded elsewhere (prune loads its own)."""
         self._index = index
@@ -192,8 +197,13 @@ class Repository:
         """The packs of every index file in force (superseded files left out)."""
         return self.read_index_state()[0]
 
-    def read_index_state(self) -> tuple[dict[str, list[IndexedPack]], list[str]]:
-        """(the packs of every index file in force, superseded index files still stored)."""
+    def read_index_state(
+        self, on_damage: Callable[[str], None] | None = None
+    ) -> tuple[dict[str, list[IndexedPack]], list[str]]:
+        """(the packs of every index file in force, superseded index files still stored).
+
+        A damaged index file raises, unless `on_damage` is given (check): then it is
+        reported there and left out."""
         files: dict[str, list[IndexedPack]] = {}
         superseded: set[str] = set()
         infos = list(self.backend.list(Kind.INDEX))
@@ -202,17 +212,23 @@ class Repository:
         for info in infos:
             try:
                 plain = self.read_object(Kind.INDEX, ObjectType.INDEX, info.name)
+                packs, supersedes = decode_index(plain, name=f"index {info.name[:8]}")
             except ObjectNotFound:
                 continue  # removed by a concurrent prune after we listed it
-            packs, supersedes = decode_index(plain, name=f"index {info.name[:8]}")
+            except DamagedObject as exc:
+                if on_damage is None:
+                    raise
+                on_damage(str(exc))
+                continue
             files[info.name] = packs
             superseded.update(s.hex() for s in supersedes)
         in_force = {name: packs for name, packs in files.items() if name not in superseded}
         return in_force, sorted(superseded & files.keys())
 
-    def _load_index(self) -> MasterIndex:
+    def _load_index(self, on_damage: Callable[[str], None] | None = None) -> MasterIndex:
         index = MasterIndex()
-        packs = [p for packs in self.read_index_files().values() for p in packs]
+        files = self.read_index_state(on_damage)[0]
+        packs = [p for packs in files.values() for p in packs]
         index.load(packs)
         if self.cache:
             self.cache.retain(
