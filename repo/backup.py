@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Protocol
 
 from chunker import iter_chunks
@@ -27,6 +32,14 @@ RACY_NS = 20_000_000
 RACY_COARSE_NS = 2_000_000_000
 READ_WINDOW = 32 * 1024 * 1024
 O_NOATIME = getattr(os, "O_NOATIME", 0)
+# A reader thread reads a file this much at a time and may hold this many blocks
+# the archiver has not taken yet: a file read ahead costs at most about 12 MiB.
+READ_BLOCK = 4 * 1024 * 1024
+BLOCKS_AHEAD = 2
+# The Cache Directory Tagging Specification (https://bford.info/cachedir/): a valid
+# CACHEDIR.TAG begins with exactly these 43 bytes.
+CACHEDIR_TAG = b"CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 # The sources nested by path component; None marks a source itself.
 Layout = dict[bytes, "Layout | None"]
@@ -77,6 +90,26 @@ class BackupStats:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ExcludeTag:
+    """--exclude-if-present NAME[:HEADER]: a directory holding NAME (starting with
+    HEADER, when given) keeps only that file."""
+
+    name: bytes
+    header: bytes = b""
+
+    @classmethod
+    def parse(cls, spec: str) -> ExcludeTag:
+        """Parse restic's filename[:header]; ValueError without a file name."""
+        name, _, header = spec.partition(":")
+        if not name or "/" in name:
+            raise ValueError(f"--exclude-if-present {spec!r}: expected filename[:header]")
+        return cls(os.fsencode(name), os.fsencode(header))
+
+
+CACHEDIR = ExcludeTag(CACHEDIR_TAG, CACHEDIR_SIGNATURE)
+
+
 @dataclass(slots=True)
 class BackupOptions:
     paths: list[bytes]
@@ -87,9 +120,30 @@ class BackupOptions:
     parent: Snapshot | None = None
     is_force: bool = False
     excludes: list[str] = field(default_factory=list)
+    iexcludes: list[str] = field(default_factory=list)
+    exclude_tags: list[ExcludeTag] = field(default_factory=list)
+    is_excluding_caches: bool = False
+    # Regular files larger than this many bytes are left out; None keeps all.
+    exclude_larger_than: int | None = None
+    is_one_file_system: bool = False
+    read_concurrency: int = 2
     is_dry_run: bool = False
     with_atime: bool = False
     program_version: str = ""
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A directory entry that passed the excludes, waiting for its content or subtree."""
+
+    path: bytes
+    node: Node
+    old: Node | None
+    st: os.stat_result
+    # The device its directory's children must be on (--one-file-system).
+    dev: int
+    # A directory on another file system: stored, but not entered.
+    is_other_fs: bool = False
 
 
 def _racy(node: Node, start_ns: int) -> bool:
@@ -98,17 +152,135 @@ def _racy(node: Node, start_ns: int) -> bool:
     return max(node.mtime_ns, node.ctime_ns) >= start_ns - window
 
 
+class _Feed:
+    """One file as a reader thread reads it: blocks, then its final fstat, or an error."""
+
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+        self.items: queue.Queue[bytes | os.stat_result | BaseException] = queue.Queue(BLOCKS_AHEAD)
+        self.is_cancelled = threading.Event()
+        self.after: os.stat_result | None = None
+        self._block = b""
+        self._pos = 0
+
+    def fill(self) -> None:
+        """Read the file into the queue (in a reader thread) until its end or a cancel."""
+        try:
+            fd = _open_regular(self.path)
+            try:
+                while not self.is_cancelled.is_set():
+                    block = os.read(fd, READ_BLOCK)
+                    if not block:
+                        self.items.put(os.fstat(fd))
+                        return
+                    self.items.put(block)
+            finally:
+                os.close(fd)
+        except Exception as exc:  # handed to the archiver, which raises it
+            self.items.put(exc)
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes of the file, b"" at its end; raises the reader's error."""
+        if self._pos == len(self._block):
+            if self.after is not None:
+                return b""
+            item = self.items.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, os.stat_result):
+                self.after = item
+                return b""
+            self._block, self._pos = item, 0
+        if self._pos == 0 and n >= len(self._block):
+            self._pos = len(self._block)
+            return self._block
+        data = self._block[self._pos : self._pos + n]
+        self._pos += len(data)
+        return data
+
+    def cancel(self) -> None:
+        """Stop the reader: it checks the flag after every block it hands over, and
+        emptying the queue lets a reader that waits to hand one over go on to see it."""
+        self.is_cancelled.set()
+        while True:
+            try:
+                self.items.get_nowait()
+            except queue.Empty:
+                return
+
+
+class _Readers:
+    """Threads that read files ahead of the archiver (--read-concurrency).
+
+    Chunking, hashing and compressing hold the GIL, but reads release it: while the
+    archiver stores one file, the next ones are being read. At most n files are
+    handed out and not yet finished, each holding at most BLOCKS_AHEAD blocks.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.jobs: queue.SimpleQueue[_Feed | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"hutch-reader-{i}", daemon=True)
+            for i in range(n)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (feed := self.jobs.get()) is not None:
+            if not feed.is_cancelled.is_set():
+                feed.fill()
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+
+    def feeds(self, paths: list[bytes]) -> Generator[_Feed, None, None]:
+        """The files' feeds in order. With at most n handed out, each one taken has a
+        thread: those before it are finished, so no more than n - 1 others are busy."""
+        ahead: deque[_Feed] = deque()
+        rest = iter(paths)
+        try:
+            for path in islice(rest, self.n):
+                ahead.append(self._start(path))
+            while ahead:
+                yield ahead[0]
+                ahead.popleft().cancel()  # a no-op on a file read to its end
+                for path in islice(rest, 1):
+                    ahead.append(self._start(path))
+        finally:
+            for feed in ahead:
+                feed.cancel()
+
+    def _start(self, path: bytes) -> _Feed:
+        feed = _Feed(path)
+        self.jobs.put(feed)
+        return feed
+
+
 class Archiver:
     """Runs one backup into an open repository."""
 
     def __init__(self, repo: Repository, opts: BackupOptions, reporter: Reporter) -> None:
+        if opts.read_concurrency < 1:
+            raise ValueError("read concurrency must be at least 1")
         self.repo = repo
         self.opts = opts
         self.reporter = reporter
         self.stats = BackupStats()
         self.excludes = PatternSet(opts.excludes)
+        self.iexcludes = PatternSet(opts.iexcludes, ignores_case=True)
+        self.exclude_tags = list(opts.exclude_tags)
+        if opts.is_excluding_caches:
+            self.exclude_tags.append(CACHEDIR)
+        # Each source keeps the file system it is on (--one-file-system).
+        self.sources = {os.path.normpath(p) for p in opts.paths}
         self.start_ns = time.time_ns()
         self._parent_start = opts.parent.start_ns if opts.parent else 0
+        self._readers: _Readers | None = None
 
     # -- saving ----------------------------------------------------------------------
 
@@ -127,34 +299,38 @@ class Archiver:
 
     # -- files -----------------------------------------------------------------------
 
-    def _read_file(self, path: bytes, node: Node, st: os.stat_result) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_NOATIME)
-        except PermissionError:
-            # O_NOATIME is refused on files we do not own.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        try:
-            fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode):
-                raise OSError(errno.EINVAL, "changed type while being read")
-            content: list[BlobId] = []
-            size = 0
+    def _store_file(self, entry: _Entry, feed: _Feed) -> None:
+        node, st = entry.node, entry.st
+        size = 0
 
-            def read(n: int) -> bytes:
-                data = os.read(fd, n)
-                self.reporter.bytes_read(len(data))
-                return data
+        def read(n: int) -> bytes:
+            data = feed.read(n)
+            self.reporter.bytes_read(len(data))
+            return data
 
-            for chunk in iter_chunks(read, self.repo.config.chunker, READ_WINDOW):
-                content.append(self._save(BlobType.DATA, chunk))
-                size += len(chunk)
-            after = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or size != st.st_size:
-            self.reporter.warning(path, "file changed while it was read; stored what was read")
+        content = []
+        for chunk in iter_chunks(read, self.repo.config.chunker, READ_WINDOW):
+            content.append(self._save(BlobType.DATA, chunk))
+            size += len(chunk)
+        after = feed.after
+        if after is None or (after.st_size, after.st_mtime_ns, size) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_size,
+        ):
+            self.reporter.warning(
+                entry.path, "file changed while it was read; stored what was read"
+            )
         node.size = size
         self._set_content(node, content)
+        old = entry.old
+        if old is None:
+            self.stats.files_new += 1
+        elif (old.content, old.content_lists) == (node.content, node.content_lists):
+            self.stats.files_unmodified += 1
+        else:
+            self.stats.files_changed += 1
+        self.reporter.file_done(entry.path, node.size)
 
     def _set_content(self, node: Node, content: list[BlobId]) -> None:
         if len(content) <= MAX_INLINE_CONTENT:
@@ -166,22 +342,18 @@ class Archiver:
             for i in range(0, len(content), MAX_INLINE_CONTENT)
         ]
 
-    def _file(self, path: bytes, node: Node, old: Node | None, st: os.stat_result) -> None:
+    def _reuse_unchanged(self, entry: _Entry) -> bool:
+        """Count the file, and take its content from the parent if it is unchanged there."""
+        node, old = entry.node, entry.old
         self.stats.total_files_processed += 1
         self.stats.total_bytes_processed += node.size
-        if old is not None and not self.opts.is_force and self._is_unchanged(node, old):
-            node.content, node.content_lists = old.content, old.content_lists
-            self.stats.files_unmodified += 1
-            self.reporter.bytes_read(node.size)
-        else:
-            self._read_file(path, node, st)
-            if old is None:
-                self.stats.files_new += 1
-            elif (old.content, old.content_lists) == (node.content, node.content_lists):
-                self.stats.files_unmodified += 1
-            else:
-                self.stats.files_changed += 1
-        self.reporter.file_done(path, node.size)
+        if old is None or self.opts.is_force or not self._is_unchanged(node, old):
+            return False
+        node.content, node.content_lists = old.content, old.content_lists
+        self.stats.files_unmodified += 1
+        self.reporter.bytes_read(node.size)
+        self.reporter.file_done(entry.path, node.size)
+        return True
 
     def _is_unchanged(self, node: Node, old: Node) -> bool:
         same = (old.type, old.size, old.mtime_ns, old.ctime_ns, old.inode) == (
@@ -192,6 +364,20 @@ class Archiver:
             node.inode,
         )
         return same and not _racy(old, self._parent_start)
+
+    def _read_files(self, entries: list[_Entry]) -> set[bytes]:
+        """Read and store the files, ahead in the reader threads; returns those that failed."""
+        if self._readers is None:
+            raise RuntimeError("files are read only inside Archiver.run()")
+        failed = set()
+        with closing(self._readers.feeds([e.path for e in entries])) as feeds:
+            for entry, feed in zip(entries, feeds, strict=True):
+                try:
+                    self._store_file(entry, feed)
+                except OSError as exc:
+                    self._fail(entry.path, exc)
+                    failed.add(entry.path)
+        return failed
 
     # -- directories -----------------------------------------------------------------
 
@@ -205,35 +391,71 @@ class Archiver:
             self.reporter.warning(old.name, f"cannot use the parent's tree: {exc}")
             return {}
 
-    def _entry(self, path: bytes, name: bytes, old: Node | None) -> Node | None:
-        """Back up one entry; None when it was skipped (excluded or unreadable)."""
-        if self.excludes and self.excludes.matches(split_path(path)):
+    def _is_excluded(self, path: bytes) -> bool:
+        if not (self.excludes or self.iexcludes):
+            return False
+        parts = split_path(path)
+        return self.excludes.matches(parts) or self.iexcludes.matches(parts)
+
+    def _stat_entry(self, path: bytes, name: bytes, old: Node | None, dev: int) -> _Entry | None:
+        """Stat one entry; None when it is left out (excluded or unreadable).
+
+        dev is the device of the source the entry is under; a source sets its own.
+        """
+        if self._is_excluded(path):
             return None
         try:
             st = os.lstat(path)
+            if path in self.sources:
+                dev = st.st_dev
+            is_other_fs = self.opts.is_one_file_system and st.st_dev != dev
+            is_dir = stat.S_ISDIR(st.st_mode)
+            # restic keeps a mount point as an empty directory and drops anything
+            # else of another file system (a bind-mounted file).
+            if (is_other_fs and not is_dir) or self._is_too_large(st):
+                return None
             node = node_from_stat(name, path, st, with_atime=self.opts.with_atime)
-            if node.type == "file":
-                self._file(path, node, old, st)
-            elif node.type == "dir":
-                node.subtree = self._dir(path, old)
         except OSError as exc:
             self._fail(path, exc)
             return None
-        return node
+        return _Entry(path, node, old, st, dev, is_other_fs)
+
+    def _is_too_large(self, st: os.stat_result) -> bool:
+        limit = self.opts.exclude_larger_than
+        return limit is not None and stat.S_ISREG(st.st_mode) and st.st_size > limit
+
+    def _complete(self, entries: list[_Entry]) -> list[Node]:
+        """Store the files, then the directories below; returns the nodes that could be read.
+
+        Files go first so the reader threads can read a directory's files ahead.
+        """
+        to_read = [e for e in entries if e.node.type == "file" and not self._reuse_unchanged(e)]
+        failed = self._read_files(to_read)
+        for entry in entries:
+            if entry.node.type != "dir":
+                continue
+            try:
+                entry.node.subtree = self._dir(
+                    entry.path, entry.old, entry.dev, is_listed=not entry.is_other_fs
+                )
+            except OSError as exc:
+                self._fail(entry.path, exc)
+                failed.add(entry.path)
+        return [e.node for e in entries if e.path not in failed]
 
     def _fail(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
         self.reporter.error(path, exc.strerror or str(exc))
 
-    def _dir(self, path: bytes, old: Node | None) -> BlobId:
+    def _dir(self, path: bytes, old: Node | None, dev: int, *, is_listed: bool = True) -> BlobId:
         old_children = self._old_children(old)
-        names = sorted(e.name for e in _scandir(path))
-        nodes = []
+        names = self._untagged(path, sorted(e.name for e in _scandir(path))) if is_listed else []
+        entries = []
         for name in names:
-            node = self._entry(os.path.join(path, name), name, old_children.get(name))
-            if node is not None:
-                nodes.append(node)
-        tree_id = self._save_tree(nodes)
+            entry = self._stat_entry(os.path.join(path, name), name, old_children.get(name), dev)
+            if entry is not None:
+                entries.append(entry)
+        tree_id = self._save_tree(self._complete(entries))
         if old is None or old.type != "dir":
             self.stats.dirs_new += 1
         elif old.subtree == tree_id:
@@ -242,6 +464,29 @@ class Archiver:
             self.stats.dirs_changed += 1
         return tree_id
 
+    def _untagged(self, path: bytes, names: list[bytes]) -> list[bytes]:
+        """The names to back up: in a directory tagged for exclusion, only the tag file.
+
+        As in restic, each tag excludes every other entry, so a directory with two
+        different valid tags keeps neither.
+        """
+        tags = {t.name for t in self.exclude_tags if t.name in names and self._is_tag(path, t)}
+        return [n for n in names if tags == {n}] if tags else names
+
+    def _is_tag(self, path: bytes, tag: ExcludeTag) -> bool:
+        if not tag.header:
+            return True
+        tag_path = os.path.join(path, tag.name)
+        try:
+            head = _read_head(tag_path, len(tag.header))
+        except OSError as exc:
+            self.reporter.warning(tag_path, f"cannot read exclusion tag file: {exc.strerror}")
+            return False
+        if head != tag.header:
+            self.reporter.warning(tag_path, "invalid signature in exclusion tag file; not excluded")
+            return False
+        return True
+
     # -- roots -----------------------------------------------------------------------
 
     def _virtual(self, prefix: bytes, tree: Layout, old_root: BlobId | None) -> BlobId:
@@ -249,17 +494,19 @@ class Archiver:
         old_children = self._old_children(
             Node(b"", "dir", subtree=old_root) if old_root is not None else None
         )
-        nodes = []
+        sources, nodes = [], []
         for name, sub in sorted(tree.items()):
             path = os.path.join(prefix, name)
             old = old_children.get(name)
             if sub is None:
-                node = self._entry(path, name, old)
-            else:
-                node = self._intermediate(path, name, sub, old)
+                entry = self._stat_entry(path, name, old, 0)
+                sources += [entry] if entry is not None else []
+                continue
+            node = self._intermediate(path, name, sub, old)
             if node is not None:
                 nodes.append(node)
-        return self._save_tree(nodes)
+        nodes += self._complete(sources)
+        return self._save_tree(sorted(nodes, key=lambda n: n.name))
 
     def _intermediate(self, path: bytes, name: bytes, sub: Layout, old: Node | None) -> Node | None:
         try:
@@ -280,10 +527,16 @@ class Archiver:
         """Back up the sources; returns the snapshot and whether it was written."""
         paths = self._existing_paths()
         old_root = self.opts.parent.tree if self.opts.parent else None
-        if b"/" in paths:
-            root = self._dir(b"/", Node(b"", "dir", subtree=old_root) if old_root else None)
-        else:
-            root = self._virtual(b"/", _layout(paths), old_root)
+        self._readers = _Readers(self.opts.read_concurrency)
+        try:
+            if b"/" in paths:
+                old = Node(b"", "dir", subtree=old_root) if old_root else None
+                root = self._dir(b"/", old, os.lstat(b"/").st_dev)
+            else:
+                root = self._virtual(b"/", _layout(paths), old_root)
+        finally:
+            self._readers.close()
+            self._readers = None
         return self._finish(root, paths)
 
     def run_stdin(self, name: bytes, read: Callable[[int], bytes]) -> tuple[Snapshot, bool]:
@@ -349,6 +602,56 @@ class Archiver:
             return snap, False
         self.repo.save_snapshot(snap)
         return snap, True
+
+
+def parse_files_from(data: bytes) -> list[bytes]:
+    """The entries of a --files-from list: one a line, with surrounding whitespace
+    removed; empty lines and lines starting with # are skipped (restic's rules)."""
+    lines = (line.strip() for line in data.split(b"\n"))
+    return [line for line in lines if line and not line.startswith(b"#")]
+
+
+def parse_files_from_raw(data: bytes) -> list[bytes]:
+    """The names of a --files-from-raw list: each ends with a NUL byte and is taken
+    as it is (no comments, no trimming). ValueError on an empty or unterminated name."""
+    if not data:
+        return []
+    if not data.endswith(b"\0"):
+        raise ValueError("trailing zero byte missing")
+    names = data[:-1].split(b"\0")
+    if b"" in names:
+        raise ValueError("empty file name in the listing")
+    return names
+
+
+def _open_regular(path: bytes) -> int:
+    """Open a regular file for reading, without following a symlink or touching atime."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | O_NOATIME)
+    except PermissionError:
+        # O_NOATIME is refused on files we do not own.
+        fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "changed type while being read")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_head(path: bytes, n: int) -> bytes:
+    """The first n bytes of a regular file (fewer if it is shorter)."""
+    fd = _open_regular(path)
+    try:
+        parts = []
+        while n > 0 and (part := os.read(fd, n)):
+            parts.append(part)
+            n -= len(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _scandir(path: bytes) -> Iterator[os.DirEntry[bytes]]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import bisect
+import contextlib
+import ctypes
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import overload
 
 import msgpack
 
-from repo.errors import DamagedObject
+from repo.errors import DamagedObject, RepoError
 from repo.types import ID_SIZE, BlobId, BlobLocation, BlobType
 
 INDEX_VERSION = 1
@@ -69,114 +69,176 @@ def decode_index(plain: bytes, *, name: str) -> tuple[list[IndexedPack], list[by
         raise DamagedObject(f"{name}: malformed index") from exc
 
 
-class _Ids(Sequence[bytes]):
-    """Views a concatenation of 32-byte ids as a sequence, for bisect."""
-
-    def __init__(self, ids: bytes) -> None:
-        self._ids = ids
-
-    def __len__(self) -> int:
-        return len(self._ids) // ID_SIZE
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            raise TypeError("no slicing")
-        return self._ids[i * ID_SIZE : (i + 1) * ID_SIZE]
+# In memory (docs/design.md, "Index in memory"): per blob type, 256 buckets by the id's
+# first byte, each one bytes object of sorted fixed-width records: the id's other 31
+# bytes, pack number (3 bytes), offset, length, raw length. 46 bytes a blob, and no
+# Python object per blob.
+_MEM = struct.Struct("<31s3sIII")
+_BUCKETS = 256
+MAX_PACKS = 1 << 24
 
 
 class _Table:
-    """Sorted fixed-width arrays of one blob type: about 52 bytes per blob."""
+    """The loaded blobs of one type, binary-searched within their bucket."""
 
-    def __init__(self, entries: list[tuple[bytes, int, int, int, int]]) -> None:
-        entries.sort()
-        # A blob indexed twice (two backups stored it concurrently) keeps one place.
-        entries = [e for i, e in enumerate(entries) if i == 0 or e[0] != entries[i - 1][0]]
-        self.ids = _Ids(b"".join(e[0] for e in entries))
-        self.packs = array("I", (e[1] for e in entries))
-        self.offsets = array("Q", (e[2] for e in entries))
-        self.lengths = array("I", (e[3] for e in entries))
-        self.raws = array("I", (e[4] for e in entries))
+    def __init__(self) -> None:
+        self.buckets: list[bytes] = [b""] * _BUCKETS
+        self.starts: list[int] = [0] * (_BUCKETS + 1)
 
-    def find(self, blob_id: BlobId) -> int:
-        i = bisect.bisect_left(self.ids, blob_id)
-        if i < len(self.ids) and self.ids[i] == blob_id:
-            return i
-        return -1
+    def build(self, staged: list[bytearray]) -> None:
+        """Sort each bucket, dropping repeated ids (a blob indexed twice keeps one place)."""
+        size = _MEM.size
+        for b, raw in enumerate(staged):
+            records = sorted(raw[i : i + size] for i in range(0, len(raw), size))
+            kept = [r for i, r in enumerate(records) if i == 0 or r[:31] != records[i - 1][:31]]
+            self.buckets[b] = b"".join(kept)
+            raw.clear()  # release the staging memory bucket by bucket
+        total = 0
+        for b, data in enumerate(self.buckets):
+            self.starts[b] = total
+            total += len(data) // size
+        self.starts[_BUCKETS] = total
+
+    def __len__(self) -> int:
+        return self.starts[_BUCKETS]
+
+    def find(self, blob_id: BlobId) -> tuple[bytes, int]:
+        """(bucket, record offset) of a blob, offset -1 when absent."""
+        data = self.buckets[blob_id[0]]
+        key = blob_id[1:]
+        size = _MEM.size
+        lo, hi = 0, len(data) // size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if data[mid * size : mid * size + 31] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo * size < len(data) and data[lo * size : lo * size + 31] == key:
+            return data, lo * size
+        return data, -1
+
+    def position(self, blob_id: BlobId) -> int:
+        _data, offset = self.find(blob_id)
+        return -1 if offset < 0 else self.starts[blob_id[0]] + offset // _MEM.size
+
+    def records(self) -> Iterator[tuple[BlobId, int, int, int, int]]:
+        for b, data in enumerate(self.buckets):
+            for rest, pack, offset, length, raw in _MEM.iter_unpack(data):
+                yield bytes((b,)) + rest, int.from_bytes(pack, "little"), offset, length, raw
 
 
 class MasterIndex:
     """Every known blob location: loaded index files plus blobs saved by this process."""
 
+    # Blobs saved by this process wait in a dict, merged into the tables past this size.
+    MERGE_AT = 100_000
+
     def __init__(self) -> None:
-        self.pack_ids: list[bytes] = []
-        self.pack_sizes: list[int] = []
+        # Packs by number: their ids end to end, and their sizes (compact, like the tables).
+        self._pack_ids = bytearray()
+        self._pack_sizes = array("Q")
         self._pack_numbers: dict[bytes, int] = {}
-        self._tables: dict[BlobType, _Table] = {t: _Table([]) for t in BlobType}
+        self._tables: dict[BlobType, _Table] = {t: _Table() for t in BlobType}
         self._pending: dict[BlobType, dict[BlobId, BlobLocation]] = {t: {} for t in BlobType}
 
     def _pack_number(self, pack_id: bytes, size: int) -> int:
+        if len(self._pack_numbers) < len(self._pack_sizes):  # dropped after a load
+            self._pack_numbers = {self._pack_id(n): n for n in range(len(self._pack_sizes))}
         number = self._pack_numbers.get(pack_id)
         if number is None:
-            number = len(self.pack_ids)
+            number = len(self._pack_sizes)
+            if number >= MAX_PACKS:
+                raise RepoError(f"more than {MAX_PACKS} packs: too many for this version")
             self._pack_numbers[pack_id] = number
-            self.pack_ids.append(pack_id)
-            self.pack_sizes.append(size)
+            self._pack_ids += pack_id
+            self._pack_sizes.append(size)
         return number
 
+    def _pack_id(self, number: int) -> bytes:
+        return bytes(self._pack_ids[number * ID_SIZE : (number + 1) * ID_SIZE])
+
+    @property
+    def pack_ids(self) -> list[bytes]:
+        return [self._pack_id(n) for n in range(len(self._pack_sizes))]
+
+    @property
+    def pack_sizes(self) -> list[int]:
+        return list(self._pack_sizes)
+
+    def _stage(self) -> dict[BlobType, list[bytearray]]:
+        """Staging buckets holding the records already in the tables."""
+        staged = {t: [bytearray(d) for d in self._tables[t].buckets] for t in BlobType}
+        for table in self._tables.values():
+            table.buckets = [b""] * _BUCKETS
+        return staged
+
     def load(self, packs: Iterable[IndexedPack]) -> None:
-        """Replace the loaded tables with these packs (blobs indexed twice keep one place)."""
-        entries: dict[BlobType, list[tuple[bytes, int, int, int, int]]] = {t: [] for t in BlobType}
+        """Add these packs' blobs to the tables."""
+        staged = self._stage()
         for pack in packs:
             number = self._pack_number(pack.pack_id, pack.size)
-            rows = entries[pack.btype]
+            buckets = staged[pack.btype]
+            packed_number = number.to_bytes(3, "little")
             for blob_id, offset, length, raw in pack.blobs:
-                rows.append((blob_id, number, offset, length, raw))
-        for btype, rows in entries.items():
-            self._tables[btype] = _Table(rows)
+                buckets[blob_id[0]] += _MEM.pack(blob_id[1:], packed_number, offset, length, raw)
+        for btype, buckets in staged.items():
+            self._tables[btype].build(buckets)
+        self._pack_numbers = {}  # rebuilt when a pack is added; not worth its memory
+        _release_free_memory()
+
+    def _merge_pending(self) -> None:
+        staged = self._stage()
+        for btype, pending in self._pending.items():
+            for blob_id, loc in pending.items():
+                number = self._pack_numbers[loc.pack].to_bytes(3, "little")
+                staged[btype][blob_id[0]] += _MEM.pack(
+                    blob_id[1:], number, loc.offset, loc.length, loc.raw_length
+                )
+            pending.clear()
+        for btype, buckets in staged.items():
+            self._tables[btype].build(buckets)
 
     def add_pack(self, pack: IndexedPack) -> None:
         """Record a pack this process wrote."""
         pending = self._pending[pack.btype]
+        self._pack_number(pack.pack_id, pack.size)
         for blob_id, offset, length, raw in pack.blobs:
             pending[blob_id] = BlobLocation(pack.pack_id, offset, length, raw)
-        self._pack_number(pack.pack_id, pack.size)
+        if sum(len(p) for p in self._pending.values()) > self.MERGE_AT:
+            self._merge_pending()
 
     def lookup(self, btype: BlobType, blob_id: BlobId) -> BlobLocation | None:
         loc = self._pending[btype].get(blob_id)
         if loc is not None:
             return loc
-        table = self._tables[btype]
-        i = table.find(blob_id)
-        if i < 0:
+        data, at = self._tables[btype].find(blob_id)
+        if at < 0:
             return None
-        return BlobLocation(
-            self.pack_ids[table.packs[i]], table.offsets[i], table.lengths[i], table.raws[i]
-        )
+        _rest, pack, offset, length, raw = _MEM.unpack_from(data, at)
+        return BlobLocation(self._pack_id(int.from_bytes(pack, "little")), offset, length, raw)
+
+    def has(self, btype: BlobType, blob_id: BlobId) -> bool:
+        return blob_id in self._pending[btype] or self._tables[btype].find(blob_id)[1] >= 0
 
     def position(self, btype: BlobType, blob_id: BlobId) -> int:
         """The blob's place among the loaded blobs of its type (for bitmaps); -1 if absent."""
-        return self._tables[btype].find(blob_id)
+        return self._tables[btype].position(blob_id)
 
     def loaded_count(self, btype: BlobType) -> int:
-        return len(self._tables[btype].ids)
-
-    def has(self, btype: BlobType, blob_id: BlobId) -> bool:
-        return blob_id in self._pending[btype] or self._tables[btype].find(blob_id) >= 0
+        return len(self._tables[btype])
 
     def count(self, btype: BlobType) -> int:
-        return len(self._tables[btype].ids) + len(self._pending[btype])
+        return len(self._tables[btype]) + len(self._pending[btype])
 
     def iter_blobs(self, btype: BlobType) -> Iterator[tuple[BlobId, BlobLocation]]:
-        table = self._tables[btype]
-        for i in range(len(table.ids)):
-            yield (
-                table.ids[i],
-                BlobLocation(
-                    self.pack_ids[table.packs[i]], table.offsets[i], table.lengths[i], table.raws[i]
-                ),
-            )
+        for blob_id, pack, offset, length, raw in self._tables[btype].records():
+            yield blob_id, BlobLocation(self._pack_id(pack), offset, length, raw)
         yield from self._pending[btype].items()
+
+
+def _release_free_memory() -> None:
+    """Give the staging memory back to the system: glibc keeps freed heap otherwise,
+    and the index is the largest thing a command builds."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)

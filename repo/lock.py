@@ -77,7 +77,9 @@ def read_locks(repo: Repository) -> list[LockInfo]:
                     doc["boot_id"],
                     doc["time_ns"],
                     doc["exclusive"],
-                    now - info.mtime,
+                    # A backend that knows no modification times (REST) reports 0:
+                    # then the writer's own clock is all there is to judge age by.
+                    now - (info.mtime or doc["time_ns"] / 1e9),
                 )
             )
         except (ObjectNotFound, DamagedObject, KeyError, TypeError, ValueError):

@@ -27,7 +27,7 @@ def _class(part: str, i: int) -> tuple[str, int]:
     return "[" + ("^" if negate else "") + "".join(body) + "]", j + 1
 
 
-def _component(part: str) -> re.Pattern[str] | None:
+def _component(part: str, ignores_case: bool) -> re.Pattern[str] | None:
     """One path component as a regex, with the syntax of Go's filepath.Match (restic's):
     `*`, `?`, `[...]`, `[^...]` and backslash escapes. None stands for `**`."""
     if part == "**":
@@ -46,7 +46,7 @@ def _component(part: str) -> re.Pattern[str] | None:
             continue
         out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile("".join(out), re.DOTALL | (re.IGNORECASE if ignores_case else 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +57,13 @@ class Pattern:
     parts: tuple[re.Pattern[str] | None, ...]
 
     @classmethod
-    def compile(cls, text: str) -> Pattern:
+    def compile(cls, text: str, *, ignores_case: bool = False) -> Pattern:
+        """Compile a pattern; with ignores_case, letters match either case (--iexclude)."""
         anchored = text.startswith("/")
         parts = [p for p in text.strip("/").split("/") if p]
         if not anchored:
             parts.insert(0, "**")
-        return cls(text, tuple(_component(p) for p in parts))
+        return cls(text, tuple(_component(p, ignores_case) for p in parts))
 
     def matches(self, path: Sequence[str]) -> bool:
         """Whether the path (its components) or one of its ancestors matches."""
@@ -93,8 +94,8 @@ def split_path(path: bytes) -> tuple[str, ...]:
 class PatternSet:
     """Any-of semantics over several patterns."""
 
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = [Pattern.compile(p) for p in patterns if p]
+    def __init__(self, patterns: Iterable[str], *, ignores_case: bool = False) -> None:
+        self.patterns = [Pattern.compile(p, ignores_case=ignores_case) for p in patterns if p]
 
     def __bool__(self) -> bool:
         return bool(self.patterns)

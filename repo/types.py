@@ -48,7 +48,7 @@ class FileInfo:
 
     name: str
     size: int
-    mtime: float = 0.0
+    mtime: float = 0.0  # seconds since the epoch; 0 where the backend cannot tell
 
 
 @dataclass(frozen=True, slots=True)

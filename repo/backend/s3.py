@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+# boto3 is imported at the top here because this whole module is imported only when an
+# s3: location is opened (repo.backend.open_backend defers it).
+import boto3
+import botocore.config
+import botocore.exceptions as bce
+import urllib3
 
 from repo.backend import TEMP_MARK, BackendOptions
 from repo.errors import BackendError, ObjectNotFound, TransientError
@@ -17,6 +25,8 @@ DEFAULT_REGION = "us-east-1"
 # Legacy us-east-1 buckets may hold capitals and run to 255 characters; the server
 # judges the finer rules, this only keeps a URL's odd characters out of bucket names.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}")
+# urllib3 buries the socket error as "...: [Errno 111] Connection refused')".
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 _DENIED = frozenset(
     {"AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -26,6 +36,10 @@ _SLOW_DOWN = frozenset(
     {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "RequestThrottled"}
     | {"InternalError", "ServiceUnavailable", "ConditionalRequestConflict"}
 )
+
+
+class BucketNotFound(BackendError):
+    """The location's bucket does not exist (init creates it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +67,9 @@ class S3Location:
 
 def parse_location(text: str) -> S3Location:
     """Split `https://HOST[:PORT]/BUCKET[/PREFIX]`, `http://…` or `BUCKET[/PREFIX]` (AWS)."""
-    endpoint = None
-    path = text
+    endpoint, path = None, text
     if text.lower().startswith(("http://", "https://")):
-        parts = urlsplit(text)
-        try:
-            has_port_ok = parts.port is not None or True
-        except ValueError:
-            has_port_ok = False
-        if not parts.hostname or not has_port_ok or "@" in parts.netloc:
-            raise BackendError(f"s3:{text}: invalid endpoint: use s3:https://HOST[:PORT]/BUCKET")
-        if parts.query or parts.fragment:
-            raise BackendError(f"s3:{text}: a location takes no ?query or #fragment")
-        endpoint = f"{parts.scheme}://{parts.netloc}"
-        path = parts.path
+        endpoint, path = _split_url(text)
     segments = [s for s in path.split("/") if s]
     if not segments:
         raise BackendError(f"s3:{text}: no bucket given: use s3:BUCKET[/PREFIX]")
@@ -78,6 +81,21 @@ def parse_location(text: str) -> S3Location:
     return S3Location(endpoint, bucket, "/".join(rest))
 
 
+def _split_url(text: str) -> tuple[str, str]:
+    """An endpoint URL's `scheme://host[:port]` and its path."""
+    parts = urlsplit(text)
+    try:
+        has_valid_port = parts.port is None or parts.port > 0
+    except ValueError:
+        has_valid_port = False
+    # Credentials come from the usual AWS chain, never from the location.
+    if not parts.hostname or not has_valid_port or "@" in parts.netloc:
+        raise BackendError(f"s3:{text}: invalid endpoint: use s3:https://HOST[:PORT]/BUCKET")
+    if parts.query or parts.fragment:
+        raise BackendError(f"s3:{text}: a location takes no ?query or #fragment")
+    return f"{parts.scheme}://{parts.netloc}", parts.path
+
+
 def open_s3(location: str, options: BackendOptions, *, create: bool = False) -> S3Backend:
     """The backend for an `s3:` location (the part after `s3:`); init passes create=True."""
     where = parse_location(location)
@@ -86,11 +104,6 @@ def open_s3(location: str, options: BackendOptions, *, create: bool = False) -> 
 
 
 def _make_client(where: S3Location, options: BackendOptions, location: str) -> tuple[Any, str]:
-    # Deferred on purpose: only S3 repositories pay for importing boto3.
-    import boto3  # noqa: PLC0415
-    import botocore.config  # noqa: PLC0415
-    import botocore.exceptions  # noqa: PLC0415
-
     settings: dict[str, Any] = {
         "connect_timeout": options.connect_timeout,
         "read_timeout": options.read_timeout,
@@ -99,8 +112,11 @@ def _make_client(where: S3Location, options: BackendOptions, location: str) -> t
         "max_pool_connections": options.connections + 2,
     }
     if where.endpoint:
-        # Self-hosted servers rarely have wildcard DNS for virtual-host buckets.
+        # Self-hosted servers rarely have wildcard DNS for virtual-host buckets, and many
+        # S3-compatible stores reject the CRC headers boto3 adds by default since 1.36.
         settings["s3"] = {"addressing_style": "path"}
+        settings["request_checksum_calculation"] = "when_required"
+        settings["response_checksum_validation"] = "when_required"
     verify: bool | str | None = options.cacert
     if options.is_insecure_tls:
         verify = False
@@ -115,18 +131,23 @@ def _make_client(where: S3Location, options: BackendOptions, location: str) -> t
             verify=verify,
             config=botocore.config.Config(**settings),
         )
-    except botocore.exceptions.BotoCoreError as exc:
+    except bce.BotoCoreError as exc:
         raise BackendError(f"{location}: {_one_line(exc)}") from exc
     return client, region
 
 
 def _silence_insecure_warnings() -> None:
     # The user chose --insecure-tls; a warning on every request would drown the output.
-    import warnings  # noqa: PLC0415
-
-    import urllib3  # noqa: PLC0415
-
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: `connection refused`, `timed out`, …"""
+    if isinstance(exc, bce.ConnectTimeoutError):
+        return "timed out"
+    inner = getattr(exc, "kwargs", {}).get("error")
+    found = _ERRNO_TEXT.search(str(inner))
+    return found.group(1).strip().lower() if found else "failed"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -148,14 +169,13 @@ class S3Backend:
         # not a blip: fail at once instead of retrying until the deadline.
         self._has_answered = False
         # Conditional writes (If-None-Match) keep writes create-only in one request;
-        # servers that lack them get a stat before each write instead.
+        # servers that refuse them get a stat before each write instead, and servers that
+        # ignore them overwrite: harmless, as names are hashes of the content.
         self._has_conditional_put = True
 
     # -- error translation: the one place botocore's exceptions become ours ---------------
 
     def _call(self, what: str, handle: Handle | None, func: Callable[[], T]) -> T:
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         try:
             result = func()
         except bce.ClientError as exc:
@@ -168,10 +188,12 @@ class S3Backend:
 
     def _client_error(self, what: str, handle: Handle | None, exc: Any) -> BackendError:
         code, status = _error_code(exc)
+        if code == "NoSuchBucket":
+            return BucketNotFound(
+                f"{self.location}: {what}: bucket {self.where.bucket} does not exist"
+            )
         if handle is not None and (code in _NOT_FOUND or status == 404):
             return ObjectNotFound(f"{handle}: not found")
-        if code == "NoSuchBucket":
-            return BackendError(f"{self.location}: {what}: bucket {self.where.bucket} not found")
         if code in _SLOW_DOWN or status >= 500:
             return TransientError(f"server error {status} ({code})")
         if code in _DENIED or status == 403:
@@ -183,26 +205,21 @@ class S3Backend:
         return BackendError(f"{self.location}: {what}: {code} {message}".rstrip())
 
     def _transport_error(self, what: str, exc: BaseException) -> BackendError:
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         where = f"{self.location}: {what}"
         endpoint = self._client.meta.endpoint_url
+        if isinstance(exc, bce.ConnectionError) and not isinstance(exc, bce.SSLError):
+            reason = _connect_failure(exc)
+            if not self._has_answered:
+                return BackendError(f"{where}: cannot connect to {endpoint} ({reason})")
+            return TransientError(f"cannot reach {endpoint} ({reason})")
+        if isinstance(exc, bce.HTTPClientError | bce.IncompleteReadError | OSError):
+            # Read timeouts, resets and bodies cut short: the server was there a moment ago.
+            return TransientError(f"connection to {endpoint} broke: {_one_line(exc)}")
         if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
             return BackendError(
                 f"{where}: no usable AWS credentials: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or configure ~/.aws/credentials"
             )
-        if isinstance(exc, bce.SSLError):
-            return BackendError(f"{where}: TLS failure: {_one_line(exc)}")
-        if isinstance(exc, bce.ConnectionError):
-            reason = "timed out" if isinstance(exc, bce.ConnectTimeoutError) else "failed"
-            if not self._has_answered:
-                return BackendError(f"{where}: cannot connect to {endpoint} ({reason})")
-            return TransientError(f"connection to {endpoint} {reason}")
-        if isinstance(exc, bce.ReadTimeoutError):
-            return TransientError(f"no answer from {endpoint} in time")
-        if isinstance(exc, bce.HTTPClientError | bce.IncompleteReadError | OSError):
-            return TransientError(f"connection to {endpoint} broke: {_one_line(exc)}")
         return BackendError(f"{where}: {_one_line(exc)}")
 
     # -- the Backend protocol ---------------------------------------------------------------
@@ -210,8 +227,8 @@ class S3Backend:
     def exists(self) -> bool:
         try:
             self._head(Handle(Kind.CONFIG, "config"), "open")
-        except ObjectNotFound:
-            # A missing bucket answers a HEAD with a bare 404 too: no repository either way.
+        except (ObjectNotFound, BucketNotFound):
+            # A missing bucket usually answers a HEAD with a bare 404: no repository either way.
             return False
         return True
 
@@ -237,8 +254,6 @@ class S3Backend:
 
     def _get(self, handle: Handle, byte_range: str | None) -> tuple[bytes, bool]:
         """The object's bytes (or a range), and whether the server honoured the range."""
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         args = {"Bucket": self.where.bucket, "Key": self.where.key(handle)}
         if byte_range:
             args["Range"] = byte_range
@@ -259,16 +274,15 @@ class S3Backend:
         body = bytes(data)
         try:
             self._put(handle, body)
-        except BackendError as exc:
-            if not self._is_create or f"bucket {self.where.bucket} not found" not in str(exc):
+        except BucketNotFound:
+            # Only init may make the bucket: a backup must not recreate a deleted one.
+            if not self._is_create:
                 raise
             self._create_bucket()
             self._put(handle, body)
 
     def _put(self, handle: Handle, body: bytes) -> None:
         """Create the object; an existing one of the same size counts as written."""
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         bucket, key = self.where.bucket, self.where.key(handle)
 
         def put() -> None:
@@ -289,8 +303,6 @@ class S3Backend:
         self._call(f"write {handle}", handle, put)
 
     def _stored_size(self, bucket: str, key: str) -> int | None:
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         try:
             size: int = self._client.head_object(Bucket=bucket, Key=key)["ContentLength"]
         except bce.ClientError as exc:
@@ -301,8 +313,6 @@ class S3Backend:
         return size
 
     def _create_bucket(self) -> None:
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         args: dict[str, Any] = {"Bucket": self.where.bucket}
         if self._region != DEFAULT_REGION:
             # Outside us-east-1, AWS wants the region restated in the request body.
@@ -331,10 +341,8 @@ class S3Backend:
                     continue
                 yield FileInfo(name, item["Size"], item["LastModified"].timestamp())
 
-    def _pages(self, folder: str) -> list[list[dict[str, Any]]]:
+    def _pages(self, folder: str) -> Sequence[Sequence[dict[str, Any]]]:
         """Every page of a listing, fetched before any is used, so errors surface in _call."""
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             pages = paginator.paginate(Bucket=self.where.bucket, Prefix=folder)
@@ -349,8 +357,6 @@ class S3Backend:
         return FileInfo(handle.name, head["ContentLength"], head["LastModified"].timestamp())
 
     def delete(self, handle: Handle) -> None:
-        import botocore.exceptions as bce  # noqa: PLC0415 - loaded with boto3 already
-
         key = self.where.key(handle)
 
         def delete() -> None:
