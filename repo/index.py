@@ -79,52 +79,68 @@ MAX_PACKS = 1 << 24
 
 
 class _Table:
-    """The loaded blobs of one type, binary-searched within their bucket."""
+    """The loaded blobs of one type: one buffer of records sorted by bucket, then by id,
+    allocated once at its final size so no freed staging memory stays resident."""
 
     def __init__(self) -> None:
-        self.buckets: list[bytes] = [b""] * _BUCKETS
-        self.starts: list[int] = [0] * (_BUCKETS + 1)
+        self.data = bytearray()
+        self.starts: list[int] = [0] * (_BUCKETS + 1)  # first record of each bucket
+
+    def stage(self) -> list[bytearray]:
+        """The records as one staging buffer per bucket (the table is emptied)."""
+        size = _MEM.size
+        staged = [
+            bytearray(self.data[self.starts[b] * size : self.starts[b + 1] * size])
+            for b in range(_BUCKETS)
+        ]
+        self.data = bytearray()
+        self.starts = [0] * (_BUCKETS + 1)
+        return staged
 
     def build(self, staged: list[bytearray]) -> None:
         """Sort each bucket, dropping repeated ids (a blob indexed twice keeps one place)."""
         size = _MEM.size
+        self.data = bytearray(sum(len(raw) for raw in staged))
+        at = 0
         for b, raw in enumerate(staged):
+            self.starts[b] = at // size
             records = sorted(raw[i : i + size] for i in range(0, len(raw), size))
-            kept = [r for i, r in enumerate(records) if i == 0 or r[:31] != records[i - 1][:31]]
-            self.buckets[b] = b"".join(kept)
             raw.clear()  # release the staging memory bucket by bucket
-        total = 0
-        for b, data in enumerate(self.buckets):
-            self.starts[b] = total
-            total += len(data) // size
-        self.starts[_BUCKETS] = total
+            for i, record in enumerate(records):
+                if i == 0 or record[:31] != records[i - 1][:31]:
+                    self.data[at : at + size] = record
+                    at += size
+        self.starts[_BUCKETS] = at // size
+        del self.data[at:]
 
     def __len__(self) -> int:
         return self.starts[_BUCKETS]
 
-    def find(self, blob_id: BlobId) -> tuple[bytes, int]:
-        """(bucket, record offset) of a blob, offset -1 when absent."""
-        data = self.buckets[blob_id[0]]
+    def find(self, blob_id: BlobId) -> int:
+        """The byte offset of a blob's record, -1 when absent."""
+        data = self.data
         key = blob_id[1:]
         size = _MEM.size
-        lo, hi = 0, len(data) // size
+        lo, hi = self.starts[blob_id[0]], self.starts[blob_id[0] + 1]
         while lo < hi:
             mid = (lo + hi) // 2
             if data[mid * size : mid * size + 31] < key:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo * size < len(data) and data[lo * size : lo * size + 31] == key:
-            return data, lo * size
-        return data, -1
+        if lo < self.starts[blob_id[0] + 1] and data[lo * size : lo * size + 31] == key:
+            return lo * size
+        return -1
 
     def position(self, blob_id: BlobId) -> int:
-        _data, offset = self.find(blob_id)
-        return -1 if offset < 0 else self.starts[blob_id[0]] + offset // _MEM.size
+        at = self.find(blob_id)
+        return -1 if at < 0 else at // _MEM.size
 
     def records(self) -> Iterator[tuple[BlobId, int, int, int, int]]:
-        for b, data in enumerate(self.buckets):
-            for rest, pack, offset, length, raw in _MEM.iter_unpack(data):
+        size = _MEM.size
+        for b in range(_BUCKETS):
+            chunk = self.data[self.starts[b] * size : self.starts[b + 1] * size]
+            for rest, pack, offset, length, raw in _MEM.iter_unpack(chunk):
                 yield bytes((b,)) + rest, int.from_bytes(pack, "little"), offset, length, raw
 
 
@@ -168,10 +184,7 @@ class MasterIndex:
 
     def _stage(self) -> dict[BlobType, list[bytearray]]:
         """Staging buckets holding the records already in the tables."""
-        staged = {t: [bytearray(d) for d in self._tables[t].buckets] for t in BlobType}
-        for table in self._tables.values():
-            table.buckets = [b""] * _BUCKETS
-        return staged
+        return {t: self._tables[t].stage() for t in BlobType}
 
     def load(self, packs: Iterable[IndexedPack]) -> None:
         """Add these packs' blobs to the tables."""
@@ -212,14 +225,15 @@ class MasterIndex:
         loc = self._pending[btype].get(blob_id)
         if loc is not None:
             return loc
-        data, at = self._tables[btype].find(blob_id)
+        table = self._tables[btype]
+        at = table.find(blob_id)
         if at < 0:
             return None
-        _rest, pack, offset, length, raw = _MEM.unpack_from(data, at)
+        _rest, pack, offset, length, raw = _MEM.unpack_from(table.data, at)
         return BlobLocation(self._pack_id(int.from_bytes(pack, "little")), offset, length, raw)
 
     def has(self, btype: BlobType, blob_id: BlobId) -> bool:
-        return blob_id in self._pending[btype] or self._tables[btype].find(blob_id)[1] >= 0
+        return blob_id in self._pending[btype] or self._tables[btype].find(blob_id) >= 0
 
     def position(self, btype: BlobType, blob_id: BlobId) -> int:
         """The blob's place among the loaded blobs of its type (for bitmaps); -1 if absent."""

@@ -49,10 +49,11 @@ class BackendOptions:
 
     connections: int = 5
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 30.0
     # Retries of transient failures (timeouts, 5xx, resets) share this deadline, so an
-    # unreachable server ends the command well within two minutes.
-    retry_deadline: float = 60.0
+    # unreachable server ends the command within two minutes even when each attempt
+    # waits out the read timeout: 30 s + 45 s of retries + a last 30 s attempt.
+    retry_deadline: float = 45.0
     limit_upload: int = 0  # KiB/s, 0 = unlimited
     limit_download: int = 0
     cacert: str | None = None

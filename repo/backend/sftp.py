@@ -9,6 +9,7 @@ while the main thread reads.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import secrets
@@ -41,6 +42,10 @@ NO_AUTH_METHODS = "No authentication methods available"
 BANNER_ERROR = "Error reading SSH protocol banner"
 # What paramiko says when its handshake timeout ends before the banner timeout does.
 HANDSHAKE_TIMEOUTS = frozenset({"No existing session", "Negotiation failed."})
+# paramiko logs a traceback at ERROR when a handshake fails; with no handler set up,
+# Python would print it to stderr beside our one-line error. Applications that
+# configure logging still receive these records.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # Failures that mean the connection itself is gone or hung: retried on a new one.
 CONNECTION_ERRORS = (
     TimeoutError,
@@ -510,7 +515,12 @@ class SftpBackend:
         except FileNotFoundError:
             self._makedirs(sftp, posixpath.dirname(path))
             f = sftp.open(path, "wbx", bufsize=0)
-        f.chmod(FILE_MODE)
+        try:
+            f.chmod(FILE_MODE)
+        except CONNECTION_ERRORS:
+            raise
+        except OSError:
+            pass  # some sftp-only hosts refuse chmod; the folder's permissions still apply
         return f
 
     def _makedirs(self, sftp: Any, path: str) -> None:
