@@ -91,7 +91,13 @@ def open_backend(
 
 
 def wrap(backend: Backend, options: BackendOptions) -> Backend:
-    """Retry transient failures of a network backend under one overall deadline."""
+    """Retry transient failures of a network backend under one overall deadline, and
+    pace it to the bandwidth limits."""
     from repo.backend.retry import RetryBackend  # noqa: PLC0415
 
-    return RetryBackend(backend, options.retry_deadline)
+    retrying: Backend = RetryBackend(backend, options.retry_deadline)
+    if options.limit_upload or options.limit_download:
+        from repo.backend.limit import LimitBackend  # noqa: PLC0415
+
+        return LimitBackend(retrying, options.limit_upload, options.limit_download)
+    return retrying

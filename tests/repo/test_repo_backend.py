@@ -246,3 +246,16 @@ def test_open_backend_accepts_local_prefix(tmp_path: Path) -> None:
         backend = open_backend(location)
         assert isinstance(backend, LocalBackend)
         assert backend.location == str(tmp_path)
+
+
+def test_limit_backend_paces_transfers() -> None:
+    """--limit-upload/--limit-download: 64 KiB at 256 KiB/s take about a quarter second."""
+    from repo.backend.limit import LimitBackend  # noqa: PLC0415 - one test only
+
+    limited = LimitBackend(MemoryBackend(), upload_kib=256, download_kib=256)
+    data = os.urandom(32 * 1024)
+    start = time.monotonic()
+    limited.write(_handle(Kind.DATA, data), data)
+    limited.write(_handle(Kind.DATA, data[::-1]), data[::-1])
+    limited.read(_handle(Kind.DATA, data))
+    assert time.monotonic() - start >= 0.2
