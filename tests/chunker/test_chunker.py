@@ -28,7 +28,7 @@ FAST = settings(max_examples=150, deadline=None)
 
 def random_bytes(seed: int, size: int) -> bytes:
     """Return size reproducible pseudo-random bytes (incompressible, like real file data)."""
-    return random.Random(seed).randbytes(size)  # noqa: S311 - test data, not secrets
+    return random.Random(seed).randbytes(size)
 
 
 # Hypothesis' own binaries are mostly low-entropy (runs of zeros: only max-size

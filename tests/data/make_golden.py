@@ -42,7 +42,7 @@ BASE_MTIME_NS = 1_600_000_000_123_456_789
 # (relative path, type, mode, content or symlink target); directories before their children.
 ENTRIES: list[tuple[bytes, str, int, bytes]] = [
     (b"hello.txt", "file", 0o644, b"Hello, hutch!\nThis is the golden repository, format v1.\n"),
-    (b"data.bin", "file", 0o640, random.Random(20241126).randbytes(8000)),  # noqa: S311 - test data
+    (b"data.bin", "file", 0o640, random.Random(20241126).randbytes(8000)),
     (b"empty", "file", 0o600, b""),
     (b"run.sh", "file", 0o755, b"#!/bin/sh\necho golden\n"),
     (b"link", "symlink", 0o777, b"hello.txt"),
