@@ -345,16 +345,10 @@ class SftpBackend:
                 self._connection = None
             where = self._where
             cfg = resolve_host(where.host, home=self._home, user=where.user, port=where.port)
+            hint = _hint(where.host, where.user, where.port)
             chain: list[Any] = []
             try:
-                _dial(
-                    cfg,
-                    _hint(where.host, where.user, where.port),
-                    self._options,
-                    self._home,
-                    chain,
-                    0,
-                )
+                _dial(cfg, hint, self._options, self._home, chain, depth=0)
             except BaseException:
                 for item in reversed(chain):
                     item.close()
@@ -406,11 +400,9 @@ class SftpBackend:
                 raise BackendError(f"{what}: {reason}") from exc
 
     def _lost(self, exc: BaseException) -> str:
-        where = f"{self._where.host}"
         if isinstance(exc, TimeoutError):
-            return f"{where}: no answer within {self._options.read_timeout:g} s"
-        detail = str(exc) or type(exc).__name__
-        return f"connection to {where} lost ({detail})"
+            return f"no answer from {self._where.host} within {self._options.read_timeout:g} s"
+        return f"connection to {self._where.host} lost ({exc or type(exc).__name__})"
 
     def open(self, *, create: bool) -> None:
         """Connect for the first time: any failure here is final, a server that is down
