@@ -12,8 +12,11 @@ import click
 
 from cli import (
     cmd_backup,
+    cmd_cat,
     cmd_check,
+    cmd_diff,
     cmd_dump,
+    cmd_find,
     cmd_forget,
     cmd_init,
     cmd_key,
@@ -21,7 +24,10 @@ from cli import (
     cmd_prune,
     cmd_repair,
     cmd_restore,
+    cmd_rewrite,
     cmd_snapshots,
+    cmd_stats,
+    cmd_tag,
     cmd_unlock,
 )
 from cli.context import Globals
@@ -53,6 +59,12 @@ for command in (
     cmd_unlock.unlock,
     cmd_key.key,
     cmd_repair.repair,
+    cmd_diff.diff,
+    cmd_find.find,
+    cmd_stats.stats,
+    cmd_cat.cat,
+    cmd_tag.tag,
+    cmd_rewrite.rewrite,
 ):
     hutch.add_command(command)
 
