@@ -14,14 +14,16 @@ from repo.types import BlobId, BlobLocation, BlobType, Handle, Kind
 
 # Most headers fit in the last 64 KiB of their pack: one range read.
 _TAIL = 64 * 1024
-# Blobs of one pack closer than MAX_GAP are fetched in one read of at most MAX_READ.
+# Blobs of one pack closer than MAX_GAP are fetched in one read of at most MAX_READ:
+# few requests to a remote, and little memory per read in flight.
 MAX_GAP = 1 << 20
-MAX_READ = 32 << 20
+MAX_READ = 4 << 20
 
 
-def _runs(
+def runs(
     locs: Mapping[BlobId, BlobLocation | None],
 ) -> Iterator[tuple[int, int, list[tuple[BlobId, BlobLocation]]]]:
+    """Group one pack's blobs into (start, end, blobs) byte ranges to read at once."""
     ordered = sorted(
         ((b, loc) for b, loc in locs.items() if loc is not None), key=lambda x: x[1].offset
     )
@@ -57,31 +59,38 @@ def read_pack_header(repo: Repository, name: str, size: int) -> IndexedPack:
     return IndexedPack(bytes.fromhex(name), size, hlen, types.pop(), rows)
 
 
+def fetch_run(
+    repo: Repository, pack: bytes, start: int, end: int, run: list[tuple[BlobId, BlobLocation]]
+) -> list[tuple[BlobId, bytes, str | None]]:
+    """One range read of a pack: (id, plaintext, None) per blob, or (id, b"", problem)."""
+    handle = Handle(Kind.DATA, pack.hex())
+    try:
+        data = memoryview(repo.backend.read(handle, start, end - start))
+    except RepoError as exc:
+        return [(blob_id, b"", str(exc)) for blob_id, _loc in run]
+    out: list[tuple[BlobId, bytes, str | None]] = []
+    for blob_id, loc in run:
+        stored = data[loc.offset - start : loc.offset - start + loc.length]
+        if len(stored) != loc.length:
+            out.append((blob_id, b"", f"pack {pack.hex()[:8]} is truncated"))
+            continue
+        try:
+            plain = open_blob(
+                repo.master.encryption, repo.master.id_key, BlobType.DATA, blob_id, stored
+            )
+        except RepoError as exc:
+            out.append((blob_id, b"", f"pack {pack.hex()[:8]}: {exc}"))
+            continue
+        out.append((blob_id, plain, None))
+    return out
+
+
 def read_blobs(
     repo: Repository, pack: bytes, locs: Mapping[BlobId, BlobLocation | None]
 ) -> Iterator[tuple[BlobId, bytes, str | None]]:
     """Yield (id, plaintext, None) per blob, or (id, b"", problem) for a damaged one."""
-    handle = Handle(Kind.DATA, pack.hex())
-    for start, end, run in _runs(locs):
-        try:
-            data = memoryview(repo.backend.read(handle, start, end - start))
-        except RepoError as exc:
-            for blob_id, _loc in run:
-                yield blob_id, b"", str(exc)
-            continue
-        for blob_id, loc in run:
-            stored = data[loc.offset - start : loc.offset - start + loc.length]
-            if len(stored) != loc.length:
-                yield blob_id, b"", f"pack {pack.hex()[:8]} is truncated"
-                continue
-            try:
-                plain = open_blob(
-                    repo.master.encryption, repo.master.id_key, BlobType.DATA, blob_id, stored
-                )
-            except RepoError as exc:
-                yield blob_id, b"", f"pack {pack.hex()[:8]}: {exc}"
-                continue
-            yield blob_id, plain, None
+    for start, end, run in runs(locs):
+        yield from fetch_run(repo, pack, start, end, run)
 
 
 def verify_file(

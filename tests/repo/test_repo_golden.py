@@ -172,6 +172,9 @@ class _Reporter:
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
 
+    def planned(self, path: str, action: str) -> None:
+        return None
+
 
 def test_restores_the_inputs(repo: Repository, snapshot: Snapshot, tmp_path: Path) -> None:
     """Restoring the snapshot writes the recorded files, links, modes and mtimes."""

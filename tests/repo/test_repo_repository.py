@@ -417,6 +417,9 @@ class _Reporter:
     def error(self, path: object, message: str) -> None:
         self.errors.append((path, message))
 
+    def planned(self, path: str, action: str) -> None:
+        return None
+
 
 def _make_source(root: Path) -> None:
     rng = seeded(42)

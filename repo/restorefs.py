@@ -1,0 +1,144 @@
+"""The target side of a restore: directory descriptors that never follow symlinks,
+metadata, special files, comparing and removing what the target holds."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+from repo.tree import Node
+
+OPEN_DIRS = 128
+
+
+class Dirs:
+    """Open directory descriptors below the target, opened component by component
+    with O_NOFOLLOW so a symlink planted in the target is never followed."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self._fds: collections.OrderedDict[tuple[bytes, ...], int] = collections.OrderedDict()
+
+    def fd(self, rel: tuple[bytes, ...]) -> int:
+        if not rel:
+            return self.root_fd
+        fd = self._fds.get(rel)
+        if fd is not None:
+            self._fds.move_to_end(rel)
+            return fd
+        parent = self.fd(rel[:-1])
+        fd = os.open(rel[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        self._fds[rel] = fd
+        while len(self._fds) > OPEN_DIRS:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def existing(self, rel: tuple[bytes, ...]) -> int | None:
+        """The directory's descriptor, or None when it is not (yet) a real directory."""
+        try:
+            return self.fd(rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink where a directory should be
+                return None
+            raise
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def lstat_at(parent: int | None, name: bytes) -> os.stat_result | None:
+    if parent is None:
+        return None
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _chown(apply: Callable[[], None]) -> None:
+    # Not root: keep our own uid/gid, as restic does.
+    with contextlib.suppress(PermissionError):
+        apply()
+
+
+def apply_fd_metadata(fd: int, node: Node) -> None:
+    """Owner, mode, xattrs and times, in that order (chown clears set-id bits)."""
+    _chown(lambda: os.fchown(fd, node.uid, node.gid))
+    os.fchmod(fd, node.mode)
+    for name, value in node.xattrs:
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
+                raise
+    os.utime(fd, ns=(node.atime_ns or node.mtime_ns, node.mtime_ns))
+
+
+def remove_entry(parent: int, name: bytes) -> None:
+    """Delete a file, link or whole folder below `parent`, never following a symlink."""
+    try:
+        os.unlink(name, dir_fd=parent)
+        return
+    except FileNotFoundError:
+        return
+    except (IsADirectoryError, PermissionError) as exc:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(exc.errno, exc.strerror) from exc
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        for entry in list(os.scandir(fd)):
+            remove_entry(fd, os.fsencode(entry.name))
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def make_special(parent: int, name: bytes, node: Node) -> None:
+    """Create a symlink, FIFO or device node in place of whatever is there."""
+    try:
+        os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError as exc:
+        raise OSError(errno.EEXIST, "a directory is in the way") from exc
+    if node.type == "symlink":
+        os.symlink(node.target or b"", name, dir_fd=parent)
+    elif node.type == "fifo":
+        os.mkfifo(name, 0o600, dir_fd=parent)
+    elif node.type in ("chardev", "blockdev"):
+        kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
+        os.mknod(name, kind | 0o600, node.rdev, dir_fd=parent)
+    else:
+        raise OSError(errno.ENOTSUP, f"cannot restore a {node.type}")
+    _chown(lambda: os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False))
+    if node.type != "symlink":
+        os.chmod(name, node.mode, dir_fd=parent)
+    times = (node.atime_ns or node.mtime_ns, node.mtime_ns)
+    os.utime(name, ns=times, dir_fd=parent, follow_symlinks=False)
+
+
+def special_matches(st: os.stat_result, parent: int, name: bytes, node: Node) -> bool:
+    """Whether an existing symlink, FIFO or device is already what the snapshot holds."""
+    kinds = {
+        "symlink": stat.S_ISLNK,
+        "fifo": stat.S_ISFIFO,
+        "chardev": stat.S_ISCHR,
+        "blockdev": stat.S_ISBLK,
+    }
+    test = kinds.get(node.type)
+    if test is None or not test(st.st_mode):
+        return False
+    if node.type == "symlink":
+        return os.readlink(name, dir_fd=parent) == (node.target or b"")
+    if node.type in ("chardev", "blockdev"):
+        return st.st_rdev == node.rdev
+    return True
