@@ -16,16 +16,36 @@ else:
 # docs/design.md, "Blobs": the first plaintext byte says how the payload is stored.
 MARK_RAW = 0
 MARK_ZSTD = 1
+_RAW = bytes((MARK_RAW,))
 DEFAULT_LEVEL = 3
+
+
+# Chunks at least this large are first sampled: compressing random data at level 3
+# costs as much as compressing text, for nothing.
+SAMPLE_FROM = 256 * 1024
+SAMPLE_SIZE = 16 * 1024
+
+
+def _looks_incompressible(data: bytes | memoryview) -> bool:
+    """Whether three samples (start, middle, end) all fail to shrink at the fastest level."""
+    view = memoryview(data)
+    middle = (len(view) - SAMPLE_SIZE) // 2
+    for start in (0, middle, len(view) - SAMPLE_SIZE):
+        sample = view[start : start + SAMPLE_SIZE]
+        if len(zstd.compress(sample, level=1)) < SAMPLE_SIZE * 0.97:
+            return False
+    return True
 
 
 def compress(data: bytes | memoryview, level: int) -> bytes:
     """Return `marker ‖ payload`: zstd where it shrinks the data, raw otherwise."""
     if level > 0 and len(data) > 64:
+        if len(data) >= SAMPLE_FROM and _looks_incompressible(data):
+            return _RAW + data
         packed = zstd.compress(data, level=level)
         if len(packed) + 1 < len(data):
             return bytes((MARK_ZSTD,)) + packed
-    return bytes((MARK_RAW,)) + bytes(data)
+    return _RAW + data
 
 
 def decompress(stored: bytes, *, name: str) -> bytes:
