@@ -21,9 +21,11 @@ def run_snapshots(
         repo.close()
     if g.is_json:
         emit_json([snapshot_json(s) for s in snaps])
-        return
-    for line in snapshot_table(snaps, None)[:-1]:
-        say(line)
+    else:
+        for line in snapshot_table(snaps, None)[:-1]:
+            say(line)
+    if g.damaged_snapshots:
+        raise SystemExit(1)  # the good ones are listed, but the damage is an error
 
 
 @click.command("snapshots")

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from cli.errors import CliError
+from cli.output import warn
 from crypto import KeyInfo
 from repo.backend import Backend, BackendOptions, open_backend
 from repo.backend.local import LocalBackend
@@ -39,6 +40,7 @@ class Globals:
     limit_download: int = 0
     cacert: str | None = None
     is_insecure_tls: bool = False
+    damaged_snapshots: int = 0
 
     def location(self) -> str:
         if not self.repo:
@@ -59,9 +61,14 @@ class Globals:
         """Open the repository; remote ones get the local cache unless --no-cache."""
         backend = self.backend()
         repo = Repository.open(backend, self.password())
+        repo.on_damaged_snapshot = self._damaged_snapshot
         if not self.is_no_cache and not isinstance(backend, LocalBackend):
             repo.cache = Cache(self.cache_dir or default_cache_root(), repo.config.repo_id)
         return repo
+
+    def _damaged_snapshot(self, message: str) -> None:
+        self.damaged_snapshots += 1
+        warn(f"error: {message}")
 
     def password(self, *, is_new: bool = False) -> bytes:
         """The password from file, command, environment, or an interactive prompt."""

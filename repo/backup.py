@@ -384,11 +384,12 @@ class Archiver:
     def _old_children(self, old: Node | None) -> dict[bytes, Node]:
         if old is None or old.type != "dir" or old.subtree is None:
             return {}
+        self.repo.index  # noqa: B018 - a damaged index is fatal, not a parent problem
         try:
             return {n.name: n for n in self.repo.load_tree(old.subtree)}
         except RepoError as exc:
             # A damaged parent only costs rereading the files below it.
-            self.reporter.warning(old.name, f"cannot use the parent's tree: {exc}")
+            self.reporter.warning(old.name or b"/", f"cannot use the parent's tree: {exc}")
             return {}
 
     def _is_excluded(self, path: bytes) -> bool:

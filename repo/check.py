@@ -36,6 +36,8 @@ class Checker:
         self.report = report
         self.result = CheckResult()
         self._seen_trees: set[BlobId] = set()
+        # Check what the repository holds, never a cached copy of it.
+        repo.cache = None
 
     def _error(self, message: str) -> None:
         self.result.errors.append(message)

@@ -159,7 +159,7 @@ def plan_prune(
     index.load(p for packs in files.values() for p in packs)
     repo.use_index(index)
     marker = _Marker(repo, index)
-    for snap in repo.list_snapshots():
+    for snap in repo.list_snapshots(is_strict=True):
         if snap.id in ignore_snapshots:
             continue
         marker.walk(snap.tree, f"snapshot {snap.short_id}")

@@ -63,6 +63,7 @@ class Repository:
         self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
         self.is_dry_run = False
         self.cache: Cache | None = None
+        self.on_damaged_snapshot: Callable[[str], None] | None = None
         # Called before an index or a snapshot is written: raises when our lock is lost.
         self.lock_guard: Callable[[], None] | None = None
         # The key file that opened the repository (repo/keys.py refuses to remove it).
@@ -153,14 +154,24 @@ class Repository:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def list_snapshots(self) -> list[Snapshot]:
+    def list_snapshots(self, *, is_strict: bool = False) -> list[Snapshot]:
+        """Every snapshot. A damaged one raises when strict (prune must not lose the data
+        it references) or when no `on_damaged_snapshot` is set; else it is reported and
+        left out, so one bad snapshot does not stop work on the others."""
         snaps = []
         infos = list(self.backend.list(Kind.SNAPSHOT))
         if self.cache:
             self.cache.retain(Kind.SNAPSHOT, (i.name for i in infos))
         for info in infos:
-            plain = self.read_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, info.name)
-            snaps.append(decode_snapshot(plain, info.name))
+            try:
+                plain = self.read_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, info.name)
+                snaps.append(decode_snapshot(plain, info.name))
+            except ObjectNotFound:
+                continue  # forgotten by another process after we listed it
+            except DamagedObject as exc:
+                if is_strict or self.on_damaged_snapshot is None:
+                    raise
+                self.on_damaged_snapshot(f"{exc}; skipping it (run check)")
         return snaps
 
     def delete_snapshot(self, snap_id: str) -> None:

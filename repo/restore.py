@@ -241,6 +241,7 @@ class Restorer:
     # -- running ---------------------------------------------------------------------
 
     def run(self) -> RestoreResult:
+        self.repo.index  # noqa: B018 - a damaged index stops here, not as a tree error
         if self.root.type == "dir" and self.root.subtree is not None:
             self._plan(self.root.subtree, (), self.base)
         else:
