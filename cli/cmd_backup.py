@@ -46,6 +46,8 @@ class _Reporter:
 
     def file_done(self, path: bytes, size: int) -> None:
         self.progress.files += 1
+        if self.g.verbose >= 2 and not self.g.is_json:
+            say(f"{show_path(path)}  {format_bytes(size)}")
 
     def bytes_read(self, n: int) -> None:
         self.progress.bytes += n

@@ -34,6 +34,8 @@ class _Reporter:
         """A dry run lists what would change; a real run says what it deletes."""
         if self.is_dry_run and action != "skip":
             say(f"would {_VERBS[action]} {path}", is_quiet=self.g.is_quiet or self.g.is_json)
+        elif self.g.verbose and (action != "skip" or self.g.verbose >= 2):
+            say(f"{_VERBS[action]} {path}", is_quiet=self.g.is_quiet or self.g.is_json)
         elif action == "delete":
             say(f"deleting {path}", is_quiet=self.g.is_quiet or self.g.is_json)
 

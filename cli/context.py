@@ -40,6 +40,7 @@ class Globals:
     limit_download: int = 0
     cacert: str | None = None
     is_insecure_tls: bool = False
+    verbose: int = 0
     damaged_snapshots: int = 0
 
     def location(self) -> str:

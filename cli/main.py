@@ -14,6 +14,7 @@ from cli import (
     cmd_backup,
     cmd_cat,
     cmd_check,
+    cmd_completion,
     cmd_diff,
     cmd_dump,
     cmd_find,
@@ -65,6 +66,7 @@ for command in (
     cmd_cat.cat,
     cmd_tag.tag,
     cmd_rewrite.rewrite,
+    cmd_completion.completion,
 ):
     hutch.add_command(command)
 

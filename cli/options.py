@@ -126,6 +126,11 @@ _GLOBALS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
             "help": "skip TLS certificate checks (testing only) [env: HUTCH_INSECURE_TLS]",
         },
     ),
+    (
+        ("-v", "--verbose"),
+        "verbose",
+        {"count": True, "help": "say more: -v lists what changes, -vv every file"},
+    ),
     (("--debug",), "is_debug", {"is_flag": True, "hidden": True, "help": "show tracebacks"}),
 ]
 
