@@ -84,6 +84,7 @@ def run_repair_snapshots(
 
 
 @click.group("repair")
+@global_options
 def repair() -> None:
     """Repair the index or snapshots after damage."""
 

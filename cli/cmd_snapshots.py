@@ -24,8 +24,6 @@ def run_snapshots(
     else:
         for line in snapshot_table(snaps, None)[:-1]:
             say(line)
-    if g.damaged_snapshots:
-        raise SystemExit(1)  # the good ones are listed, but the damage is an error
 
 
 @click.command("snapshots")

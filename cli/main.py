@@ -31,7 +31,7 @@ from cli import (
     cmd_tag,
     cmd_unlock,
 )
-from cli.context import Globals
+from cli.context import Globals, parse_duration
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 from cli.options import group_options
 
@@ -44,7 +44,17 @@ VERSION = "0.1.0"
 @click.pass_context
 def hutch(ctx: click.Context, /, **options: Any) -> None:
     """Deduplicating, encrypted backups."""
+    if options["retry_lock"]:
+        parse_duration(options["retry_lock"])  # a bad value is a usage error for every command
     ctx.obj = Globals(**options)
+
+
+@hutch.result_callback()
+@click.pass_obj
+def _after(g: Globals, /, *_results: object, **_options: object) -> None:
+    """Damage met on the way is an error even when the command could go on."""
+    if g.damaged_snapshots:
+        raise SystemExit(1)
 
 
 for command in (

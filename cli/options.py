@@ -129,7 +129,10 @@ _GLOBALS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (
         ("-v", "--verbose"),
         "verbose",
-        {"count": True, "help": "say more: -v lists what changes, -vv every file"},
+        {
+            "count": True,
+            "help": "say more (repeatable): -v lists what restore changes, -vv every file",
+        },
     ),
     (("--debug",), "is_debug", {"is_flag": True, "hidden": True, "help": "show tracebacks"}),
 ]

@@ -13,6 +13,9 @@ from repo.errors import DamagedObject
 from repo.pack import DEFAULT_PACK_SIZE
 
 FORMAT_VERSION = 1
+# The in-memory index keeps offsets in 32 bits (docs/design.md, index in memory).
+MIN_PACK_SIZE = 1
+MAX_PACK_SIZE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +56,13 @@ def decode_config(plain: bytes) -> RepoConfig:
         comp = doc["compression"]
         if comp["algorithm"] != "zstd":
             raise DamagedObject(f"config: unknown compression {comp['algorithm']!r}")
+        pack_size = int(doc["pack_size"])
+        if not MIN_PACK_SIZE <= pack_size <= MAX_PACK_SIZE:
+            raise DamagedObject(f"config: pack size {pack_size} out of range")
         return RepoConfig(
             repo_id=str(doc["id"]),
             chunker=ChunkerParams.from_dict(doc["chunker"]),
-            pack_size=int(doc["pack_size"]),
+            pack_size=pack_size,
             compression=comp["algorithm"],
             compression_level=int(comp["level"]),
         )

@@ -268,9 +268,14 @@ def execute_prune(
         finish(btype)
     progress(f"repacked {len(plan.repack)} packs into {result.packs_written}")
     kept = [use.reindexed() for use in plan.keep] + new_packs
+    # write_index checks the lock first; nothing is deleted after a lost lock either.
     repo.write_index(kept, supersedes=plan.index_files)
+    if repo.lock_guard is not None:
+        repo.lock_guard()
     for name in plan.index_files:
         repo.backend.delete(Handle(Kind.INDEX, name))
+    if repo.lock_guard is not None:
+        repo.lock_guard()
     for use in plan.delete + plan.repack:
         repo.backend.delete(Handle(Kind.DATA, use.pack.pack_id.hex()))
         result.packs_deleted += 1

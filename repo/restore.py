@@ -228,11 +228,19 @@ class Restorer:
         finally:
             os.close(fd)
 
+    def _same_size(self, item: _File) -> bool:
+        st = lstat_at(self._dirs.existing(item.rel[:-1]), item.rel[-1])
+        return st is not None and st.st_size == item.node.size
+
     def _decide_files(self) -> None:
         for item in self.files:
             item.action = self._decide(item.rel, item.node)
             if item.action == PATCH:
                 item.fetch = self._changed_blobs(item)
+                if not item.fetch and self._same_size(item):
+                    # Content already right: only its metadata is (re)applied.
+                    self.reporter.planned(_show(item.rel), SKIP)
+                    continue
             elif item.action == SKIP:
                 item.fetch = []
                 self.result.skipped += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -47,17 +48,19 @@ class RestLocation:
 
 def parse_rest_location(text: str) -> RestLocation:
     """Parse `http(s)://[USER:PASS@]HOST[:PORT]/[PATH]` (user and password percent-encoded)."""
+    # Error messages show the URL without its password.
+    shown = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", text)
     try:
         url = urllib.parse.urlsplit(text)
         port = url.port
     except ValueError as exc:
-        raise BackendError(f"rest:{text}: invalid URL: {exc}") from exc
+        raise BackendError(f"rest:{shown}: invalid URL: {exc}") from exc
     if url.scheme not in ("http", "https"):
-        raise BackendError(f"rest:{text}: the URL must start with http:// or https://")
+        raise BackendError(f"rest:{shown}: the URL must start with http:// or https://")
     if not url.hostname:
-        raise BackendError(f"rest:{text}: the URL names no host")
+        raise BackendError(f"rest:{shown}: the URL names no host")
     if url.query or url.fragment:
-        raise BackendError(f"rest:{text}: the URL must not carry a query or fragment")
+        raise BackendError(f"rest:{shown}: the URL must not carry a query or fragment")
     path = "/" + url.path.strip("/") + "/" if url.path.strip("/") else "/"
     user = None if url.username is None else urllib.parse.unquote(url.username)
     password = None if url.password is None else urllib.parse.unquote(url.password)
@@ -123,8 +126,8 @@ def _reason(exc: BaseException) -> str:
 class RestBackend:
     """A repository on a rest-server: one keep-alive connection per thread.
 
-    The protocol carries no modification times, so stat and list report the time of the
-    answer: lock objects seen here count as fresh, never as stale (docs/design.md, locks).
+    The protocol carries no modification times, so stat and list report 0 (unknown):
+    locks here are judged by the age their writer recorded (docs/design.md, locks).
     """
 
     def __init__(
