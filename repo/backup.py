@@ -30,7 +30,7 @@ from repo.types import BlobId, BlobType
 # seconds on both stamps suggest a file system with 1 s or 2 s granularity.
 RACY_NS = 20_000_000
 RACY_COARSE_NS = 2_000_000_000
-READ_WINDOW = 32 * 1024 * 1024
+READ_WINDOW = 16 * 1024 * 1024
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 # A reader thread reads a file this much at a time and may hold this many blocks
 # the archiver has not taken yet: a file read ahead costs at most about 12 MiB.
@@ -271,6 +271,8 @@ class Archiver:
         self.opts = opts
         self.reporter = reporter
         self.stats = BackupStats()
+        # Two maximal chunks at least (chunker), else the smallest window that keeps memory low.
+        self._window = max(READ_WINDOW, 2 * repo.config.chunker.max_size)
         self.excludes = PatternSet(opts.excludes)
         self.iexcludes = PatternSet(opts.iexcludes, ignores_case=True)
         self.exclude_tags = list(opts.exclude_tags)
@@ -309,7 +311,7 @@ class Archiver:
             return data
 
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, READ_WINDOW):
+        for chunk in iter_chunks(read, self.repo.config.chunker, self._window):
             content.append(self._save(BlobType.DATA, chunk))
             size += len(chunk)
         after = feed.after
@@ -555,7 +557,7 @@ class Archiver:
             ctime_ns=now,
         )
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, READ_WINDOW):
+        for chunk in iter_chunks(read, self.repo.config.chunker, self._window):
             content.append(self._save(BlobType.DATA, chunk))
             node.size += len(chunk)
             self.reporter.bytes_read(len(chunk))

@@ -26,7 +26,7 @@ SAMPLE_FROM = 256 * 1024
 SAMPLE_SIZE = 16 * 1024
 
 
-def _looks_incompressible(data: bytes | memoryview) -> bool:
+def _looks_incompressible(data: bytes | bytearray | memoryview) -> bool:
     """Whether three samples (start, middle, end) all fail to shrink at the fastest level."""
     view = memoryview(data)
     middle = (len(view) - SAMPLE_SIZE) // 2
@@ -37,7 +37,7 @@ def _looks_incompressible(data: bytes | memoryview) -> bool:
     return True
 
 
-def compress(data: bytes | memoryview, level: int) -> bytes:
+def compress(data: bytes | bytearray | memoryview, level: int) -> bytes:
     """Return `marker ‖ payload`: zstd where it shrinks the data, raw otherwise."""
     if level > 0 and len(data) > 64:
         if len(data) >= SAMPLE_FROM and _looks_incompressible(data):

@@ -43,7 +43,7 @@ class Cache:
         return os.path.join(self.path, handle.kind.value, handle.name)
 
     @staticmethod
-    def _store(path: str, data: bytes) -> None:
+    def _store(path: str, data: bytes | bytearray) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temp = f"{path}.tmp-{secrets.token_hex(4)}"
         try:
@@ -76,7 +76,7 @@ class Cache:
             return None
         return data if len(data) == length else None
 
-    def put(self, handle: Handle, data: bytes) -> None:
+    def put(self, handle: Handle, data: bytes | bytearray) -> None:
         self._store(self._file(handle), data)
 
     def drop(self, handle: Handle) -> None:

@@ -34,25 +34,27 @@ class PackBuilder:
     def __init__(self, btype: BlobType) -> None:
         self.btype = btype
         self.blobs: list[PackedBlob] = []
-        self._parts: list[bytes] = []
-        self.size = 0
+        # One growing buffer: joining parts at the end would hold the pack twice.
+        self._data = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
 
     def add(self, blob_id: BlobId, sealed: bytes, raw_length: int) -> None:
         self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
-        self._parts.append(sealed)
-        self.size += len(sealed)
+        self._data += sealed
 
-    def finish(self, key: bytes) -> tuple[bytes, bytes, int]:
+    def finish(self, key: bytes) -> tuple[bytes, bytearray, int]:
         """Return (pack id, pack bytes, sealed header length)."""
         header = b"".join(
             HEADER_RECORD.pack(b.btype, b.blob_id, b.offset, b.length, b.raw_length)
             for b in self.blobs
         )
         sealed = seal(key, ObjectType.PACK_HEADER, header)
-        self._parts.append(sealed)
-        self._parts.append(TRAILER.pack(len(sealed)))
-        data = b"".join(self._parts)
-        self._parts = []
+        data, self._data = self._data, bytearray()
+        data += sealed
+        data += TRAILER.pack(len(sealed))
         return hashlib.sha256(data).digest(), data, len(sealed)
 
 

@@ -46,7 +46,7 @@ _CACHED = (Kind.INDEX, Kind.SNAPSHOT)
 PACKS_PER_INDEX = 16
 
 
-def _sha256(data: bytes | memoryview) -> str:
+def _sha256(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -301,7 +301,7 @@ class Repository:
             )
         return self._saver
 
-    def _upload_pack(self, pack_id: bytes, data: bytes, btype: BlobType) -> None:
+    def _upload_pack(self, pack_id: bytes, data: bytearray, btype: BlobType) -> None:
         handle = Handle(Kind.DATA, pack_id.hex())
         self.backend.write(handle, data)
         if self.cache and btype is BlobType.TREE:

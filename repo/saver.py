@@ -14,7 +14,7 @@ from repo.types import BlobId, BlobType
 # zstd and file I/O release the GIL; sealing and hashing of ids hold it (docs/design.md,
 # performance notes), so only compression and uploads go to threads.
 COMPRESS_THREADS = 2
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 4
 
 
 class PackSaver:
@@ -25,7 +25,7 @@ class PackSaver:
         enc_key: bytes,
         level: int,
         pack_size: int,
-        upload: Callable[[bytes, bytes, BlobType], None],
+        upload: Callable[[bytes, bytearray, BlobType], None],
         on_pack: Callable[[IndexedPack], None],
     ) -> None:
         self._key = enc_key
@@ -66,7 +66,8 @@ class PackSaver:
         pack = IndexedPack(pack_id, len(data), header_length, btype, blobs)
         self.bytes_stored += header_length + 4
         self._uploads.append((pack, self._uploader.submit(self._upload, pack_id, data, btype)))
-        while len(self._uploads) > 2:
+        # One pack uploading while the next one fills: memory stays near two packs.
+        while len(self._uploads) > 1:
             self._complete_upload()
 
     def _complete_upload(self) -> None:

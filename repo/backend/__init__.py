@@ -20,7 +20,7 @@ class Backend(Protocol):
         """Return the object's bytes, or `length` bytes from `offset`; ObjectNotFound if absent."""
         ...
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         """Create the object atomically; an existing object of the same size counts as success."""
         ...
 

@@ -43,7 +43,7 @@ class LimitBackend:
             self._down.take(len(data))
         return data
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         if self._up:
             self._up.take(len(data))
         self.inner.write(handle, data)

@@ -71,7 +71,7 @@ class LocalBackend:
             _fsync_dir(os.path.dirname(path))
         self._known_dirs.add(path)
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         final = self._path(handle)
         folder = os.path.dirname(final)
         temp = os.path.join(folder, f"{os.path.basename(final)}{TEMP_MARK}{secrets.token_hex(6)}")

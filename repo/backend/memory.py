@@ -27,7 +27,7 @@ class MemoryBackend:
         end = len(data) if length is None else offset + length
         return data[offset:end]
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         old = self.objects.get(handle)
         if old is not None and len(old[0]) == len(data):
             return

@@ -201,7 +201,7 @@ class RcloneBackend:
     def read(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(lambda: self._rest.read(handle, offset, length))
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         self._call(lambda: self._rest.write(handle, data))
 
     def list(self, kind: Kind) -> Iterator[FileInfo]:

@@ -191,7 +191,7 @@ class RestBackend:
         method: str,
         path: str,
         *,
-        body: bytes | memoryview | None = None,
+        body: bytes | bytearray | memoryview | None = None,
         headers: dict[str, str] | None = None,
     ) -> _Reply:
         """Send one request and read the whole answer; failures of the exchange are
@@ -278,7 +278,7 @@ class RestBackend:
         # The server ignored the Range header and sent the whole object.
         return reply.body[offset:] if length is None else reply.body[offset : offset + length]
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         # Objects are never modified: a retried upload whose first reply was lost finds
         # its object in place, and an append-only server would refuse the overwrite.
         try:

@@ -46,7 +46,7 @@ class RetryBackend:
     def read(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(f"read {handle}", lambda: self.inner.read(handle, offset, length))
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         self._call(f"write {handle}", lambda: self.inner.write(handle, data))
 
     def list(self, kind: Kind) -> Iterator[FileInfo]:

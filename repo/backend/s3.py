@@ -270,7 +270,7 @@ class S3Backend:
 
         return self._call(f"read {handle}", handle, get)
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         body = bytes(data)
         try:
             self._put(handle, body)

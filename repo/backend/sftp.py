@@ -473,7 +473,7 @@ class SftpBackend:
             raise BackendError(f"{handle}: read {got} of {count} bytes (object changed?)")
         return b"".join(parts)
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         payload = bytes(data)
         self._run(str(handle), lambda sftp: self._write(sftp, handle, payload))
 
