@@ -63,8 +63,10 @@ class Globals:
         backend = self.backend()
         repo = Repository.open(backend, self.password())
         repo.on_damaged_snapshot = self._damaged_snapshot
-        if not self.is_no_cache and not isinstance(backend, LocalBackend):
-            repo.cache = Cache(self.cache_dir or default_cache_root(), repo.config.repo_id)
+        if not isinstance(backend, LocalBackend):
+            repo.upload_threads = self.connections
+            if not self.is_no_cache:
+                repo.cache = Cache(self.cache_dir or default_cache_root(), repo.config.repo_id)
         return repo
 
     def _damaged_snapshot(self, message: str) -> None:

@@ -64,6 +64,7 @@ class Repository:
         self.is_dry_run = False
         self.cache: Cache | None = None
         self.on_damaged_snapshot: Callable[[str], None] | None = None
+        self.upload_threads = 1  # more for remote repositories (--connections)
         # Called before an index or a snapshot is written: raises when our lock is lost.
         self.lock_guard: Callable[[], None] | None = None
         # The key file that opened the repository (repo/keys.py refuses to remove it).
@@ -298,6 +299,7 @@ class Repository:
                 self.config.pack_size,
                 self._upload_pack,
                 self._pack_stored,
+                self.upload_threads,
             )
         return self._saver
 

@@ -27,6 +27,7 @@ class PackSaver:
         pack_size: int,
         upload: Callable[[bytes, bytearray, BlobType], None],
         on_pack: Callable[[IndexedPack], None],
+        uploads: int = 1,
     ) -> None:
         self._key = enc_key
         self._level = level
@@ -38,7 +39,9 @@ class PackSaver:
         self._queue = collections.deque()
         self._uploads: collections.deque[tuple[IndexedPack, Future[None]]] = collections.deque()
         self._compressors = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
-        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        # Concurrent uploads (--connections for remote repositories); as many packs wait.
+        self._max_uploads = max(1, uploads)
+        self._uploader = ThreadPoolExecutor(self._max_uploads, thread_name_prefix="upload")
         self.bytes_stored = 0
 
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
@@ -66,8 +69,8 @@ class PackSaver:
         pack = IndexedPack(pack_id, len(data), header_length, btype, blobs)
         self.bytes_stored += header_length + 4
         self._uploads.append((pack, self._uploader.submit(self._upload, pack_id, data, btype)))
-        # One pack uploading while the next one fills: memory stays near two packs.
-        while len(self._uploads) > 1:
+        # Packs uploading while the next one fills: memory stays near uploads + 1 packs.
+        while len(self._uploads) > self._max_uploads:
             self._complete_upload()
 
     def _complete_upload(self) -> None:
