@@ -20,6 +20,7 @@ from cli.errors import EXIT_USAGE, CliError
 from cli.options import global_options
 from cli.output import say, show_path
 from crypto import ObjectType, read_kdf_params
+from repo.config import config_fields
 from repo.diff import snapshot_tree
 from repo.errors import BlobNotFound, ObjectNotFound
 from repo.index import decode_index
@@ -103,17 +104,7 @@ def _blob_id(text: str) -> BlobId:
 
 
 def _config(repo: Repository, ref: str) -> None:
-    cfg = repo.config
-    _show(
-        {
-            "version": cfg.version,
-            "id": cfg.repo_id,
-            "chunker": cfg.chunker.to_dict(),
-            "pack_size": cfg.pack_size,
-            "compression": {"algorithm": cfg.compression, "level": cfg.compression_level},
-            "features": list(cfg.features),
-        }
-    )
+    _show(config_fields(repo.config))
 
 
 def _index(repo: Repository, ref: str) -> None:

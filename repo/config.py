@@ -31,18 +31,20 @@ class RepoConfig:
     features: tuple[str, ...] = ()
 
 
+def config_fields(cfg: RepoConfig) -> dict[str, Any]:
+    """The config as its stored map (docs/design.md, config)."""
+    return {
+        "version": cfg.version,
+        "id": cfg.repo_id,
+        "chunker": cfg.chunker.to_dict(),
+        "pack_size": cfg.pack_size,
+        "compression": {"algorithm": cfg.compression, "level": cfg.compression_level},
+        "features": list(cfg.features),
+    }
+
+
 def encode_config(cfg: RepoConfig) -> bytes:
-    data: bytes = msgpack.packb(
-        {
-            "version": cfg.version,
-            "id": cfg.repo_id,
-            "chunker": cfg.chunker.to_dict(),
-            "pack_size": cfg.pack_size,
-            "compression": {"algorithm": cfg.compression, "level": cfg.compression_level},
-            "features": list(cfg.features),
-        },
-        use_bin_type=True,
-    )
+    data: bytes = msgpack.packb(config_fields(cfg), use_bin_type=True)
     return data
 
 
