@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import stat
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Protocol
 
 from chunker import iter_chunks
 from repo.errors import RepoError, SourceError
 from repo.fsmeta import group_name, node_from_stat, user_name
 from repo.pattern import PatternSet, split_path
+from repo.readahead import Feed, Readers, read_head
 from repo.repository import Repository
 from repo.snapshot import Snapshot
 from repo.tree import MAX_INLINE_CONTENT, Node, encode_content_list, encode_tree
@@ -31,11 +28,6 @@ from repo.types import BlobId, BlobType
 RACY_NS = 20_000_000
 RACY_COARSE_NS = 2_000_000_000
 READ_WINDOW = 16 * 1024 * 1024
-O_NOATIME = getattr(os, "O_NOATIME", 0)
-# A reader thread reads a file this much at a time and may hold this many blocks
-# the archiver has not taken yet: a file read ahead costs at most about 12 MiB.
-READ_BLOCK = 4 * 1024 * 1024
-BLOCKS_AHEAD = 2
 # The Cache Directory Tagging Specification (https://bford.info/cachedir/): a valid
 # CACHEDIR.TAG begins with exactly these 43 bytes.
 CACHEDIR_TAG = b"CACHEDIR.TAG"
@@ -152,115 +144,6 @@ def _racy(node: Node, start_ns: int) -> bool:
     return max(node.mtime_ns, node.ctime_ns) >= start_ns - window
 
 
-class _Feed:
-    """One file as a reader thread reads it: blocks, then its final fstat, or an error."""
-
-    def __init__(self, path: bytes) -> None:
-        self.path = path
-        self.items: queue.Queue[bytes | os.stat_result | BaseException] = queue.Queue(BLOCKS_AHEAD)
-        self.is_cancelled = threading.Event()
-        self.after: os.stat_result | None = None
-        self._block = b""
-        self._pos = 0
-
-    def fill(self) -> None:
-        """Read the file into the queue (in a reader thread) until its end or a cancel."""
-        try:
-            fd = _open_regular(self.path)
-            try:
-                while not self.is_cancelled.is_set():
-                    block = os.read(fd, READ_BLOCK)
-                    if not block:
-                        self.items.put(os.fstat(fd))
-                        return
-                    self.items.put(block)
-            finally:
-                os.close(fd)
-        except Exception as exc:  # handed to the archiver, which raises it
-            self.items.put(exc)
-
-    def read(self, n: int) -> bytes:
-        """Up to n bytes of the file, b"" at its end; raises the reader's error."""
-        if self._pos == len(self._block):
-            if self.after is not None:
-                return b""
-            item = self.items.get()
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, os.stat_result):
-                self.after = item
-                return b""
-            self._block, self._pos = item, 0
-        if self._pos == 0 and n >= len(self._block):
-            self._pos = len(self._block)
-            return self._block
-        data = self._block[self._pos : self._pos + n]
-        self._pos += len(data)
-        return data
-
-    def cancel(self) -> None:
-        """Stop the reader: it checks the flag after every block it hands over, and
-        emptying the queue lets a reader that waits to hand one over go on to see it."""
-        self.is_cancelled.set()
-        while True:
-            try:
-                self.items.get_nowait()
-            except queue.Empty:
-                return
-
-
-class _Readers:
-    """Threads that read files ahead of the archiver (--read-concurrency).
-
-    Chunking, hashing and compressing hold the GIL, but reads release it: while the
-    archiver stores one file, the next ones are being read. At most n files are
-    handed out and not yet finished, each holding at most BLOCKS_AHEAD blocks.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.jobs: queue.SimpleQueue[_Feed | None] = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._work, name=f"hutch-reader-{i}", daemon=True)
-            for i in range(n)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _work(self) -> None:
-        while (feed := self.jobs.get()) is not None:
-            if not feed.is_cancelled.is_set():
-                feed.fill()
-
-    def close(self) -> None:
-        for _ in self.threads:
-            self.jobs.put(None)
-        for thread in self.threads:
-            thread.join()
-
-    def feeds(self, paths: list[bytes]) -> Generator[_Feed, None, None]:
-        """The files' feeds in order. With at most n handed out, each one taken has a
-        thread: those before it are finished, so no more than n - 1 others are busy."""
-        ahead: deque[_Feed] = deque()
-        rest = iter(paths)
-        try:
-            for path in islice(rest, self.n):
-                ahead.append(self._start(path))
-            while ahead:
-                yield ahead[0]
-                ahead.popleft().cancel()  # a no-op on a file read to its end
-                for path in islice(rest, 1):
-                    ahead.append(self._start(path))
-        finally:
-            for feed in ahead:
-                feed.cancel()
-
-    def _start(self, path: bytes) -> _Feed:
-        feed = _Feed(path)
-        self.jobs.put(feed)
-        return feed
-
-
 class Archiver:
     """Runs one backup into an open repository."""
 
@@ -282,7 +165,7 @@ class Archiver:
         self.sources = {os.path.normpath(p) for p in opts.paths}
         self.start_ns = time.time_ns()
         self._parent_start = opts.parent.start_ns if opts.parent else 0
-        self._readers: _Readers | None = None
+        self._readers: Readers | None = None
 
     # -- saving ----------------------------------------------------------------------
 
@@ -301,7 +184,7 @@ class Archiver:
 
     # -- files -----------------------------------------------------------------------
 
-    def _store_file(self, entry: _Entry, feed: _Feed) -> None:
+    def _store_file(self, entry: _Entry, feed: Feed) -> None:
         node, st = entry.node, entry.st
         size = 0
 
@@ -481,7 +364,7 @@ class Archiver:
             return True
         tag_path = os.path.join(path, tag.name)
         try:
-            head = _read_head(tag_path, len(tag.header))
+            head = read_head(tag_path, len(tag.header))
         except OSError as exc:
             self.reporter.warning(tag_path, f"cannot read exclusion tag file: {exc.strerror}")
             return False
@@ -530,7 +413,7 @@ class Archiver:
         """Back up the sources; returns the snapshot and whether it was written."""
         paths = self._existing_paths()
         old_root = self.opts.parent.tree if self.opts.parent else None
-        self._readers = _Readers(self.opts.read_concurrency)
+        self._readers = Readers(self.opts.read_concurrency)
         try:
             if b"/" in paths:
                 old = Node(b"", "dir", subtree=old_root) if old_root else None
@@ -625,36 +508,6 @@ def parse_files_from_raw(data: bytes) -> list[bytes]:
     if b"" in names:
         raise ValueError("empty file name in the listing")
     return names
-
-
-def _open_regular(path: bytes) -> int:
-    """Open a regular file for reading, without following a symlink or touching atime."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags | O_NOATIME)
-    except PermissionError:
-        # O_NOATIME is refused on files we do not own.
-        fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "changed type while being read")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_head(path: bytes, n: int) -> bytes:
-    """The first n bytes of a regular file (fewer if it is shorter)."""
-    fd = _open_regular(path)
-    try:
-        parts = []
-        while n > 0 and (part := os.read(fd, n)):
-            parts.append(part)
-            n -= len(part)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
 
 
 def _scandir(path: bytes) -> Iterator[os.DirEntry[bytes]]:

@@ -13,7 +13,7 @@ import pytest
 from conftest import MakeRepo
 
 from chunker import ChunkerParams
-from repo import backup
+from repo import readahead
 from repo.backup import (
     CACHEDIR_SIGNATURE,
     Archiver,
@@ -247,7 +247,7 @@ def test_read_concurrency_gives_the_same_tree(
 ) -> None:
     """Reading files ahead in several threads stores the same tree as one at a time."""
     # Small blocks, so that files span many blocks and chunks span block edges.
-    monkeypatch.setattr(backup, "READ_BLOCK", 777)
+    monkeypatch.setattr(readahead, "READ_BLOCK", 777)
     src = _many_files(tmp_path / "src")
     repo = make_repo(chunker=TINY_CHUNKS)
     trees = []
@@ -266,7 +266,7 @@ def test_read_concurrency_reads_files_at_the_same_time(
     src = _tree(tmp_path / "src", {f"f{i}": b"%d" % i for i in range(5)})
     barrier = threading.Barrier(3, timeout=10)
     opened: list[bytes] = []
-    real_open = backup._open_regular
+    real_open = readahead.open_regular
 
     def open_together(path: bytes) -> int:
         opened.append(path)
@@ -274,7 +274,7 @@ def test_read_concurrency_reads_files_at_the_same_time(
             barrier.wait()  # a BrokenBarrierError (not an OSError) fails the backup
         return real_open(path)
 
-    monkeypatch.setattr(backup, "_open_regular", open_together)
+    monkeypatch.setattr(readahead, "open_regular", open_together)
     assert _stored(repo, src, read_concurrency=3) == {f"f{i}" for i in range(5)}
 
 
@@ -284,14 +284,14 @@ def test_unreadable_file_among_read_ahead_files(
     """A file a reader thread cannot open is reported and left out; its neighbours are stored."""
     src = _many_files(tmp_path / "src")
     bad = os.fsencode(src / "d1" / "f3")
-    real_open = backup._open_regular
+    real_open = readahead.open_regular
 
     def refuse_one(path: bytes) -> int:
         if path == bad:
             raise PermissionError(13, "Permission denied")
         return real_open(path)
 
-    monkeypatch.setattr(backup, "_open_regular", refuse_one)
+    monkeypatch.setattr(readahead, "open_regular", refuse_one)
     snap, reporter = _run(repo, src, read_concurrency=3)
     assert reporter.errors == [(bad, "Permission denied")]
     names = {path for path, _ in walk(repo, snap.tree, b"/")}
