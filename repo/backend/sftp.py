@@ -518,25 +518,22 @@ class SftpBackend:
     def _makedirs(self, sftp: Any, path: str) -> None:
         if not path or path in self._known_dirs or posixpath.dirname(path) == path:
             return
-        try:
-            sftp.mkdir(path)
-        except CONNECTION_ERRORS:
-            raise
-        except OSError:
-            if not _is_dir(sftp, path):
-                self._makedirs(sftp, posixpath.dirname(path))
-                self._mkdir_again(sftp, path)
+        if not self._mkdir(sftp, path):
+            self._makedirs(sftp, posixpath.dirname(path))
+            if not self._mkdir(sftp, path):
+                raise OSError(f"cannot create folder {path}")
         self._known_dirs.add(path)
 
-    def _mkdir_again(self, sftp: Any, path: str) -> None:
-        """mkdir once the parent exists; another writer may have made it meanwhile."""
+    @staticmethod
+    def _mkdir(sftp: Any, path: str) -> bool:
+        """Whether the folder exists after trying to make it (another writer may have)."""
         try:
             sftp.mkdir(path)
         except CONNECTION_ERRORS:
             raise
         except OSError:
-            if not _is_dir(sftp, path):
-                raise
+            return _is_dir(sftp, path)
+        return True
 
     def _remove_quietly(self, sftp: Any, path: str) -> None:
         try:

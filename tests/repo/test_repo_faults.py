@@ -54,7 +54,7 @@ class FaultyBackend(MemoryBackend):
         self.hit: Handle | None = None
         self._mutex = threading.Lock()
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         if handle.kind is self.kind:
             with self._mutex:
                 self.writes += 1

@@ -38,7 +38,7 @@ class FailingBackend(MemoryBackend):
         if self.ops == self.fail_at:
             raise BackendError("injected failure")
 
-    def write(self, handle: Handle, data: bytes | memoryview) -> None:
+    def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         self._tick()
         super().write(handle, data)
 
