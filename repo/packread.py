@@ -85,14 +85,6 @@ def fetch_run(
     return out
 
 
-def read_blobs(
-    repo: Repository, pack: bytes, locs: Mapping[BlobId, BlobLocation | None]
-) -> Iterator[tuple[BlobId, bytes, str | None]]:
-    """Yield (id, plaintext, None) per blob, or (id, b"", problem) for a damaged one."""
-    for start, end, run in runs(locs):
-        yield from fetch_run(repo, pack, start, end, run)
-
-
 def verify_file(
     repo: Repository, dir_fd: int, name: bytes, blobs: list[tuple[BlobId, int]]
 ) -> str | None:

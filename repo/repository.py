@@ -345,9 +345,6 @@ class Repository:
     def save_tree(self, nodes: list[Node]) -> tuple[BlobId, bool]:
         return self.save_blob(BlobType.TREE, encode_tree(nodes))
 
-    def iter_lock_names(self) -> Iterator[str]:
-        return (info.name for info in self.backend.list(Kind.LOCK))
-
 
 @contextlib.contextmanager
 def closing(repo: Repository) -> Iterator[Repository]:
