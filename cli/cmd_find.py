@@ -12,8 +12,8 @@ from cli.cmd_ls import node_json
 from cli.context import Globals
 from cli.options import filter_options, global_options
 from cli.output import emit_json, say, show_path
-from repo.find import Finder, Match, select_snapshots
-from repo.snapshot import Snapshot, SnapshotFilter
+from repo.find import Finder, Match
+from repo.snapshot import Snapshot, SnapshotFilter, select_snapshots
 from repo.tree import Node
 
 _TYPE_CHAR = {"dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c"}

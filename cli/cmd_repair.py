@@ -9,11 +9,11 @@ import click
 
 from cli.context import Globals
 from cli.errors import EXIT_USAGE, CliError
-from cli.options import filter_options, global_options, select_snapshot
+from cli.options import filter_options, global_options
 from cli.output import emit_json, say, warn
 from repo.repack import Salvage, find_pack, salvage_packs
 from repo.repair import SnapshotRepairer, repair_index
-from repo.snapshot import SnapshotFilter, sort_snapshots
+from repo.snapshot import SnapshotFilter, select_snapshots
 
 
 def run_repair_index(g: Globals) -> None:
@@ -47,9 +47,7 @@ def run_repair_snapshots(
     repo = g.open()
     try:
         with g.lock(repo, is_exclusive=True):
-            snaps = sort_snapshots(s for s in repo.list_snapshots() if flt.matches(s))
-            if refs:
-                snaps = [select_snapshot(repo, r, (), (), ()) for r in refs]
+            snaps = select_snapshots(repo.list_snapshots(), refs, flt)
             repairer = SnapshotRepairer(repo, warn, is_dry_run=is_dry_run)
             changed = []
             for snap in snaps:
@@ -58,10 +56,7 @@ def run_repair_snapshots(
                     continue
                 changed.append((snap, new))
                 if not is_dry_run:
-                    repo.flush()
-                    repo.save_snapshot(new)
-                    if is_forget:
-                        repo.delete_snapshot(snap.id)
+                    repo.replace_snapshot(snap, new, is_forget=is_forget)
     finally:
         repo.close()
     if g.is_json:

@@ -8,11 +8,10 @@ from cli.context import Globals
 from cli.errors import EXIT_USAGE, CliError
 from cli.options import filter_options, global_options
 from cli.output import emit_json, say, show_path
-from repo.find import select_snapshots
 from repo.pattern import PatternSet, read_pattern_file
 from repo.repository import Repository
 from repo.rewrite import TreeRewriter
-from repo.snapshot import Snapshot, SnapshotFilter
+from repo.snapshot import Snapshot, SnapshotFilter, select_snapshots
 
 
 def _patterns(excludes: tuple[str, ...], exclude_files: tuple[str, ...]) -> PatternSet:
@@ -42,10 +41,7 @@ def _rewrite_all(
         if rewriter.is_dry_run:
             say(f"would rewrite snapshot {snap.short_id}", is_quiet=g.is_quiet or g.is_json)
             continue
-        repo.flush()
-        repo.save_snapshot(new)
-        if is_forget:
-            repo.delete_snapshot(snap.id)
+        repo.replace_snapshot(snap, new, is_forget=is_forget)
         say(
             f"saved new snapshot {new.short_id} from {snap.short_id}",
             is_quiet=g.is_quiet or g.is_json,

@@ -9,8 +9,7 @@ import click
 from cli.context import Globals
 from cli.options import filter_options, global_options
 from cli.output import emit_json, format_bytes, say
-from repo.find import select_snapshots
-from repo.snapshot import SnapshotFilter
+from repo.snapshot import SnapshotFilter, select_snapshots
 from repo.stats import Stats, StatsMode, compute_stats
 
 

@@ -8,9 +8,8 @@ from cli.context import Globals
 from cli.errors import EXIT_USAGE, CliError
 from cli.options import filter_options, global_options
 from cli.output import emit_json, say
-from repo.find import select_snapshots
 from repo.rewrite import change_tags, rewritten
-from repo.snapshot import SnapshotFilter
+from repo.snapshot import SnapshotFilter, select_snapshots
 
 
 def _split(values: tuple[str, ...]) -> list[str]:

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from repo.pattern import Pattern, split_path
 from repo.repository import Repository
-from repo.snapshot import Snapshot, SnapshotFilter, find_snapshot, sort_snapshots
 from repo.tree import Node
 from repo.types import BlobId
 
 Match = tuple[bytes, Node]
-
-
-def select_snapshots(
-    snaps: Sequence[Snapshot], refs: Iterable[str], flt: SnapshotFilter
-) -> list[Snapshot]:
-    """The snapshots named by id prefix or `latest`, or without refs every snapshot the
-    filter keeps; oldest first, each once (restic's FindFilteredSnapshots)."""
-    refs = list(refs)
-    if not refs:
-        return sort_snapshots(s for s in snaps if flt.matches(s))
-    chosen = {}
-    for ref in refs:
-        snap = find_snapshot(snaps, ref, flt)
-        chosen[snap.id] = snap
-    return sort_snapshots(chosen.values())
 
 
 def _exact(parts: tuple[re.Pattern[str] | None, ...], names: tuple[str, ...]) -> bool:

@@ -181,6 +181,14 @@ class Repository:
             self.lock_guard()
         self.backend.delete(Handle(Kind.SNAPSHOT, snap_id))
 
+    def replace_snapshot(self, old: Snapshot, new: Snapshot, *, is_forget: bool) -> str:
+        """Store a rewritten snapshot (its trees flushed first); drop the old one if asked."""
+        self.flush()
+        new_id = self.save_snapshot(new)
+        if is_forget:
+            self.delete_snapshot(old.id)
+        return new_id
+
     def save_snapshot(self, snap: Snapshot) -> str:
         if self.lock_guard is not None:
             self.lock_guard()

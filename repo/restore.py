@@ -257,18 +257,17 @@ class Restorer:
         if not self.opts.is_dry_run:
             os.makedirs(self.opts.target, exist_ok=True)
         root_fd = _open_target(self.opts.target)
-        self._dirs = Dirs(root_fd) if root_fd is not None else Dirs(-1)
+        if root_fd is None:  # a dry run into a folder that does not exist yet
+            self._report_all_new()
+            return self.result
+        self._dirs = Dirs(root_fd)
         try:
-            if root_fd is None:  # a dry run into a folder that does not exist yet
-                self._report_all_new()
-                return self.result
             self._run_phases()
         finally:
             for fd in self._fds.values():
                 os.close(fd)
             self._dirs.close()
-            if root_fd is not None:
-                os.close(root_fd)
+            os.close(root_fd)
         return self.result
 
     def _run_phases(self) -> None:

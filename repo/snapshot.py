@@ -134,3 +134,18 @@ def find_snapshot(snaps: Sequence[Snapshot], ref: str, flt: SnapshotFilter) -> S
     if len(found) > 1:
         raise SnapshotNotFound(f"snapshot {ref}: prefix is ambiguous ({len(found)} snapshots)")
     return found[0]
+
+
+def select_snapshots(
+    snaps: Sequence[Snapshot], refs: Iterable[str], flt: SnapshotFilter
+) -> list[Snapshot]:
+    """The snapshots named by id prefix or `latest`, or without refs every snapshot the
+    filter keeps; oldest first, each once (restic's FindFilteredSnapshots)."""
+    refs = list(refs)
+    if not refs:
+        return sort_snapshots(s for s in snaps if flt.matches(s))
+    chosen = {}
+    for ref in refs:
+        snap = find_snapshot(snaps, ref, flt)
+        chosen[snap.id] = snap
+    return sort_snapshots(chosen.values())

@@ -268,3 +268,23 @@ def test_locked_then_sigterm_is_exit_130_and_releases_the_lock(hutch: Hutch) -> 
     assert err.decode().strip() == "interrupted"
     assert _lock_files(hutch.repo) == []
     assert snapshots(hutch) == []
+
+
+def test_bad_retry_lock_is_a_usage_error(hutch: Hutch) -> None:
+    """An invalid --retry-lock is exit 2 for every command, even one that takes no lock."""
+    done = hutch.run("--retry-lock", "5x", "snapshots", check=False)
+    assert done.returncode == 2
+    assert b"5x" in done.stderr
+
+
+def test_dry_run_restore_into_a_missing_folder(hutch: Hutch, tmp_path: Path) -> None:
+    """restore --dry-run into a folder that does not exist lists files and creates nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "listed.txt").write_bytes(b"x")
+    hutch.run("backup", src)
+    target = tmp_path / "not-there"
+    done = hutch.run("restore", "latest", "--target", target, "--dry-run")
+    assert b"would restore" in done.stdout
+    assert b"listed.txt" in done.stdout
+    assert not target.exists()

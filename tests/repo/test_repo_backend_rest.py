@@ -379,3 +379,11 @@ def test_missing_cacert_is_one_line(tmp_path: Path) -> None:
     """A --cacert file that cannot be read is a BackendError naming it."""
     with pytest.raises(BackendError, match=r"cannot load CA certificate .*nope\.pem"):
         open_backend("rest:https://h/", options=BackendOptions(cacert=str(tmp_path / "nope.pem")))
+
+
+def test_invalid_location_error_hides_the_password() -> None:
+    """A rejected URL is named in the error without its password."""
+    with pytest.raises(BackendError) as caught:
+        parse_rest_location("ftp://user:s3cret-pw@host/repo")
+    assert "s3cret-pw" not in str(caught.value)
+    assert "user:***@host" in str(caught.value)
