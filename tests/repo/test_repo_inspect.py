@@ -17,14 +17,14 @@ from repo.backup import Archiver, BackupOptions, QuietReporter
 from repo.check import Checker
 from repo.diff import Differ, snapshot_tree
 from repo.errors import BlobNotFound, PathNotFound
-from repo.find import Finder, select_snapshots
+from repo.find import Finder
 from repo.pattern import PatternSet
 from repo.prune import UnusedLimit, execute_prune, plan_prune
 from repo.repack import PackNotFound, find_pack, salvage_packs
 from repo.repair import SnapshotRepairer
 from repo.repository import Repository
 from repo.rewrite import TreeRewriter, change_tags, rewritten
-from repo.snapshot import Snapshot, SnapshotFilter
+from repo.snapshot import Snapshot, SnapshotFilter, select_snapshots
 from repo.stats import StatsMode, compute_stats
 from repo.tree import Node
 from repo.types import BlobType, Handle, Kind
