@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cli.errors import CliError
 from cli.output import warn
-from crypto import KeyInfo
+from crypto import KeyInfo, MasterKey
 from repo.backend import Backend, BackendOptions, open_backend
 from repo.backend.local import LocalBackend
 from repo.cache import Cache, default_cache_root
@@ -42,6 +42,7 @@ class Globals:
     is_insecure_tls: bool = False
     verbose: int = 0
     damaged_snapshots: int = 0
+    unlocked: tuple[str, MasterKey] | None = None
 
     def location(self) -> str:
         if not self.repo:
@@ -61,7 +62,11 @@ class Globals:
     def open(self) -> Repository:
         """Open the repository; remote ones get the local cache unless --no-cache."""
         backend = self.backend()
-        repo = Repository.open(backend, self.password())
+        if self.unlocked is None:
+            repo = Repository.open(backend, self.password())
+            self.unlocked = (repo.key_name or "", repo.master)
+        else:
+            repo = Repository.open_with_key(backend, *self.unlocked)
         repo.on_damaged_snapshot = self._damaged_snapshot
         if not isinstance(backend, LocalBackend):
             repo.upload_threads = self.connections

@@ -4,11 +4,10 @@ stored exactly as in the repository (still encrypted), per repository id."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 from collections.abc import Iterable
 
+from repo.digest import sha256_hex
 from repo.types import Handle, Kind
 
 CACHEDIR_TAG = (
@@ -45,7 +44,7 @@ class Cache:
     @staticmethod
     def _store(path: str, data: bytes | bytearray) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temp = f"{path}.tmp-{secrets.token_hex(4)}"
+        temp = f"{path}.tmp-{os.urandom(4).hex()}"
         try:
             with open(temp, "wb") as f:
                 f.write(data)
@@ -61,7 +60,7 @@ class Cache:
                 data = f.read()
         except OSError:
             return None
-        if hashlib.sha256(data).hexdigest() != handle.name:
+        if sha256_hex(data) != handle.name:
             self.drop(handle)
             return None
         return data

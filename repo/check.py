@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crypto import ObjectType
 from repo.blob import open_blob
+from repo.digest import sha256_hex
 from repo.errors import RepoError
 from repo.index import MasterIndex
 from repo.pack import read_header
@@ -63,7 +63,7 @@ class Checker:
     def _check_keys(self) -> None:
         for info in self.repo.backend.list(Kind.KEY):
             data = self.repo.backend.read(Handle(Kind.KEY, info.name))
-            if hashlib.sha256(data).hexdigest() != info.name:
+            if sha256_hex(data) != info.name:
                 self._error(f"key file {info.name[:8]}: damaged (its bytes do not match its name)")
 
     def _check_packs(self, index: MasterIndex) -> None:
@@ -155,7 +155,7 @@ class Checker:
         except RepoError as exc:
             self._error(f"pack {name[:8]}: {exc}")
             return
-        if hashlib.sha256(data).hexdigest() != name:
+        if sha256_hex(data) != name:
             self._error(f"pack {name[:8]}: content does not match its name")
         try:
             blobs = read_header(

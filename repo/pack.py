@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 
 from crypto import AuthenticationError, ObjectType, seal, unseal
+from repo.digest import sha256
 from repo.errors import DamagedObject
 from repo.types import BlobId, BlobType
 
@@ -55,7 +55,7 @@ class PackBuilder:
         data, self._data = self._data, bytearray()
         data += sealed
         data += TRAILER.pack(len(sealed))
-        return hashlib.sha256(data).digest(), data, len(sealed)
+        return sha256(data), data, len(sealed)
 
 
 def parse_header(key: bytes, plain: bytes, *, name: str) -> list[PackedBlob]:

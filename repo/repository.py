@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from crypto import (
     AuthenticationError,
@@ -24,6 +24,7 @@ from repo.backend import Backend
 from repo.blob import open_blob
 from repo.cache import Cache
 from repo.config import RepoConfig, decode_config, encode_config
+from repo.digest import sha256_hex
 from repo.errors import (
     BlobNotFound,
     DamagedObject,
@@ -33,10 +34,12 @@ from repo.errors import (
     WrongPassword,
 )
 from repo.index import IndexedPack, MasterIndex, decode_index, encode_index
-from repo.saver import PackSaver
 from repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from repo.tree import Node, decode_tree, encode_tree
 from repo.types import BlobId, BlobType, Handle, Kind
+
+if TYPE_CHECKING:
+    from repo.saver import PackSaver
 
 CONFIG = Handle(Kind.CONFIG, "config")
 # docs/design.md, "Local cache": what is kept locally besides tree packs.
@@ -47,7 +50,7 @@ PACKS_PER_INDEX = 16
 
 
 def _sha256(data: bytes | bytearray | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 class Repository:
@@ -101,6 +104,12 @@ class Repository:
         if not backend.exists():
             raise RepositoryNotFound(f"{backend.location}: no repository there (run init first)")
         key_name, master = cls._unlock(backend, password)
+        return cls.open_with_key(backend, key_name, master)
+
+    @classmethod
+    def open_with_key(cls, backend: Backend, key_name: str, master: MasterKey) -> Repository:
+        """Open with a master key already unlocked, as a command that opens the repository
+        twice does (forget --prune): Argon2id runs once per command."""
         raw = backend.read(CONFIG)
         try:
             plain = unseal(master.encryption, ObjectType.CONFIG, raw, name="config")
@@ -301,6 +310,10 @@ class Repository:
 
     def _get_saver(self) -> PackSaver:
         if self._saver is None:
+            # Imported here: only writers need its thread pools (and the logging module
+            # concurrent.futures brings), and then only after the key is derived.
+            from repo.saver import PackSaver  # noqa: PLC0415
+
             self._saver = PackSaver(
                 self.master.encryption,
                 self.config.compression_level,

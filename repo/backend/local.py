@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from collections.abc import Iterator
 
 from repo.backend import TEMP_MARK
@@ -74,7 +73,7 @@ class LocalBackend:
     def write(self, handle: Handle, data: bytes | bytearray | memoryview) -> None:
         final = self._path(handle)
         folder = os.path.dirname(final)
-        temp = os.path.join(folder, f"{os.path.basename(final)}{TEMP_MARK}{secrets.token_hex(6)}")
+        temp = os.path.join(folder, f"{os.path.basename(final)}{TEMP_MARK}{os.urandom(6).hex()}")
         try:
             self._ensure_dir(folder)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

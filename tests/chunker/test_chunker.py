@@ -197,7 +197,7 @@ def test_read_returning_more_than_asked_is_rejected() -> None:
 
 def test_missing_extension_raises_chunker_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without fastcdc's C extension, chunking raises a ChunkerError that says how to fix it."""
-    monkeypatch.setattr("chunker._fastcdc._extension", None)
+    monkeypatch.setattr("chunker._fastcdc._load", lambda: None)
     with pytest.raises(ChunkerError, match=r"fastcdc\.fastcdc_cy\) is not installed"):
         chunk_bytes(b"data", SMALL)
     with pytest.raises(ChunkerError, match="reinstall"):

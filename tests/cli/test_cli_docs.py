@@ -15,7 +15,9 @@ USAGE = (Path(__file__).parents[2] / "docs" / "usage.md").read_text(encoding="ut
 
 
 def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(click.Context(group)):
+        command = group.get_command(click.Context(group), name)
+        assert command is not None
         full = f"{prefix}{name}"
         if isinstance(command, click.Group):
             yield from _commands(command, f"{full} ")

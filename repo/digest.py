@@ -1,0 +1,34 @@
+"""SHA-256, which names packs and repository files (docs/design.md, object names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.hashes import SHA256, Hash
+
+# Below this size the OpenSSL that cryptography already holds hashes the data: hashlib
+# would map in the system's OpenSSL too (about 4 MiB resident), and key files, config
+# and locks are hashed before Argon2id runs, whose 64 MiB come on top. Above it,
+# hashlib, which releases the GIL while it hashes a pack.
+_SMALL = 1 << 20
+
+
+def _hashlib() -> Any:
+    import hashlib  # noqa: PLC0415
+
+    return hashlib
+
+
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
+    """The 32-byte SHA-256 digest of data."""
+    if len(data) < _SMALL:
+        h = Hash(SHA256())
+        h.update(data)
+        return h.finalize()
+    digest: bytes = _hashlib().sha256(data).digest()
+    return digest
+
+
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
+    """The SHA-256 digest of data as 64 lowercase hex characters."""
+    return sha256(data).hex()
