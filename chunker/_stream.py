@@ -12,21 +12,27 @@ DEFAULT_WINDOW: int = 32 * 1024 * 1024
 
 
 def iter_chunks(
-    read: Callable[[int], bytes], params: ChunkerParams, window: int = DEFAULT_WINDOW
+    read: Callable[[int], bytes],
+    params: ChunkerParams,
+    window: int | bytearray = DEFAULT_WINDOW,
 ) -> Iterator[bytes]:
     """Split the stream produced by repeated read(n) calls (b"" = end) into content-defined chunks.
 
     The chunks equal those of chunk_bytes on the whole stream, whatever the
-    window and however short the reads. Raises ChunkerError at call time for
-    bad params, a window under 2 * max_size, or a missing fastcdc extension.
+    window and however short the reads. `window` is a size, or a buffer to chunk
+    in (its length is the window), which a caller chunking many streams one after
+    another reuses instead of allocating a window per stream. Raises ChunkerError at
+    call time for bad params, a window under 2 * max_size, or a missing fastcdc
+    extension.
     """
     params.validate()
     require_extension()
+    size = len(window) if isinstance(window, bytearray) else window
     # A window of at least two maximal chunks always holds one final chunk
     # before the (possibly unfinished) last one, so every window makes progress.
-    if window < 2 * params.max_size:
+    if size < 2 * params.max_size:
         raise ChunkerError(
-            f"chunker window {window} is smaller than 2 * max_size ({2 * params.max_size})"
+            f"chunker window {size} is smaller than 2 * max_size ({2 * params.max_size})"
         )
     return _iter_windows(read, params, window)
 
@@ -39,20 +45,26 @@ def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> list[bytes]:
 
 
 def _iter_windows(
-    read: Callable[[int], bytes], params: ChunkerParams, window: int
+    read: Callable[[int], bytes], params: ChunkerParams, window: int | bytearray
 ) -> Iterator[bytes]:
     """Chunk the stream one window at a time, carrying each window's unfinished tail."""
-    first, is_end = _read_window(read, window)
-    if is_end:
-        # Most files fit in one window: chunk them straight from the read,
-        # without allocating a window-sized buffer per file.
-        yield from chunk_bytes(first, params)
-        return
-    # Longer streams reuse one buffer for every window: a fresh window-sized
-    # allocation per window costs a page fault per 4 KiB and slows chunking.
-    view = memoryview(bytearray(first))
-    del first
-    filled = window
+    if isinstance(window, bytearray):
+        view = memoryview(window)
+        filled, is_end = _fill(read, view, 0)
+        if not filled:
+            return
+    else:
+        first, is_end = _read_window(read, window)
+        if is_end:
+            # Most files fit in one window: chunk them straight from the read,
+            # without allocating a window-sized buffer per file.
+            yield from chunk_bytes(first, params)
+            return
+        # Longer streams reuse one buffer for every window: a fresh window-sized
+        # allocation per window costs a page fault per 4 KiB and slows chunking.
+        view = memoryview(bytearray(first))
+        del first
+        filled = window
     while True:
         cuts = cut_points(view[:filled], params)
         tail_offset = filled

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cli.errors import CliError
 from cli.output import warn
 from crypto import KeyInfo, MasterKey
+from repo.allocator import use_one_arena
 from repo.backend import Backend, BackendOptions, open_backend
 from repo.backend.local import LocalBackend
 from repo.cache import Cache, default_cache_root
@@ -67,6 +68,9 @@ class Globals:
             self.unlocked = (repo.key_name or "", repo.master)
         else:
             repo = Repository.open_with_key(backend, *self.unlocked)
+        # Before any thread of the command starts, and after Argon2id has run: ctypes
+        # then adds nothing to its peak.
+        use_one_arena()
         repo.on_damaged_snapshot = self._damaged_snapshot
         if not isinstance(backend, LocalBackend):
             repo.upload_threads = self.connections

@@ -44,7 +44,7 @@ SUBKEY_CONTEXT = "hutch 2026-11-26 object subkey v1"
 
 def seal(
     key: bytes, otype: ObjectType, plaintext: bytes | memoryview, associated: bytes = b""
-) -> bytes:
+) -> bytearray:
     """Encrypt and authenticate ``plaintext`` as an object of type ``otype``."""
     return _seal_with_nonce(key, otype, plaintext, associated, os.urandom(NONCE_SIZE))
 
@@ -82,14 +82,24 @@ def _seal_with_nonce(
     plaintext: bytes | memoryview,
     associated: bytes,
     nonce: bytes,
-) -> bytes:
+) -> bytearray:
     """Seal with a caller-chosen nonce; only seal() and the format test vectors use this."""
     _check_key(key)
     if len(nonce) != NONCE_SIZE:
         raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
     aead = AESGCM(_subkey(key, nonce))
-    sealed = aead.encrypt(nonce[_SUBKEY_NONCE_SIZE:], plaintext, _aad(otype, associated))
-    return bytes([FORMAT_VERSION, otype]) + nonce + sealed
+    # Encrypted in place behind the header: joining header and ciphertext afterwards
+    # would copy every stored byte once more.
+    out = bytearray(HEADER_SIZE + len(plaintext) + TAG_SIZE)
+    out[0], out[1] = FORMAT_VERSION, otype
+    out[2:HEADER_SIZE] = nonce
+    aead.encrypt_into(
+        nonce[_SUBKEY_NONCE_SIZE:],
+        plaintext,
+        _aad(otype, associated),
+        memoryview(out)[HEADER_SIZE:],
+    )
+    return out
 
 
 def _subkey(key: bytes, nonce: bytes) -> bytes:

@@ -155,7 +155,8 @@ class Archiver:
         self.reporter = reporter
         self.stats = BackupStats()
         # Two maximal chunks at least (chunker), else the smallest window that keeps memory low.
-        self._window = max(READ_WINDOW, 2 * repo.config.chunker.max_size)
+        self._window_size = max(READ_WINDOW, 2 * repo.config.chunker.max_size)
+        self._window_buffer: bytearray | None = None
         self.excludes = PatternSet(opts.excludes)
         self.iexcludes = PatternSet(opts.iexcludes, ignores_case=True)
         self.exclude_tags = list(opts.exclude_tags)
@@ -179,6 +180,13 @@ class Archiver:
             self.stats.data_added += len(data)
         return blob_id
 
+    def _window(self) -> bytearray:
+        """The one buffer every file is chunked in, made on first use: a window per
+        file would be allocated, filled and freed a thousand times a gigabyte."""
+        if self._window_buffer is None:
+            self._window_buffer = bytearray(self._window_size)
+        return self._window_buffer
+
     def _save_tree(self, nodes: list[Node]) -> BlobId:
         return self._save(BlobType.TREE, encode_tree(nodes))
 
@@ -194,7 +202,7 @@ class Archiver:
             return data
 
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, self._window):
+        for chunk in iter_chunks(read, self.repo.config.chunker, self._window()):
             content.append(self._save(BlobType.DATA, chunk))
             size += len(chunk)
         after = feed.after
@@ -440,7 +448,7 @@ class Archiver:
             ctime_ns=now,
         )
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, self._window):
+        for chunk in iter_chunks(read, self.repo.config.chunker, self._window()):
             content.append(self._save(BlobType.DATA, chunk))
             node.size += len(chunk)
             self.reporter.bytes_read(len(chunk))

@@ -63,7 +63,7 @@ def decompress(stored: bytes, *, name: str) -> bytes:
     raise DamagedObject(f"{name}: unknown compression marker {mark}")
 
 
-def seal_blob(key: bytes, btype: BlobType, blob_id: BlobId, payload: bytes) -> bytes:
+def seal_blob(key: bytes, btype: BlobType, blob_id: BlobId, payload: bytes) -> bytearray:
     """Seal a compressed payload; the blob id is associated data."""
     return seal(key, ObjectType(btype), payload, associated=blob_id)
 

@@ -29,6 +29,11 @@ def sha256(data: bytes | bytearray | memoryview) -> bytes:
     return digest
 
 
+def sha256_hasher() -> Any:
+    """An incremental SHA-256 (hashlib's: it releases the GIL on large updates)."""
+    return _hashlib().sha256()
+
+
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     """The SHA-256 digest of data as 64 lowercase hex characters."""
     return sha256(data).hex()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 from dataclasses import dataclass
 
 from crypto import AuthenticationError, ObjectType, seal, unseal
-from repo.digest import sha256
+from repo.digest import sha256, sha256_hasher
 from repo.errors import DamagedObject
 from repo.types import BlobId, BlobType
 
@@ -41,21 +43,87 @@ class PackBuilder:
     def size(self) -> int:
         return len(self._data)
 
-    def add(self, blob_id: BlobId, sealed: bytes, raw_length: int) -> None:
+    def add(self, blob_id: BlobId, sealed: bytes | bytearray, raw_length: int) -> None:
         self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
         self._data += sealed
 
     def finish(self, key: bytes) -> tuple[bytes, bytearray, int]:
         """Return (pack id, pack bytes, sealed header length)."""
-        header = b"".join(
-            HEADER_RECORD.pack(b.btype, b.blob_id, b.offset, b.length, b.raw_length)
-            for b in self.blobs
-        )
-        sealed = seal(key, ObjectType.PACK_HEADER, header)
+        sealed = _header(key, self.blobs)
         data, self._data = self._data, bytearray()
         data += sealed
         data += TRAILER.pack(len(sealed))
         return sha256(data), data, len(sealed)
+
+
+def _header(key: bytes, blobs: list[PackedBlob]) -> bytearray:
+    return seal(
+        key,
+        ObjectType.PACK_HEADER,
+        b"".join(
+            HEADER_RECORD.pack(b.btype, b.blob_id, b.offset, b.length, b.raw_length) for b in blobs
+        ),
+    )
+
+
+class PackWriter:
+    """Writes sealed blobs of one type straight into a pack file, hashing as it goes:
+    a backup never holds a pack in a Python buffer (docs/design.md, packs).
+
+    The caller owns the file descriptor `fd`, and closes it once the pack is stored.
+    """
+
+    def __init__(self, btype: BlobType, fd: int) -> None:
+        self.btype = btype
+        self.fd = fd
+        self.blobs: list[PackedBlob] = []
+        self.size = 0
+        self._hash = sha256_hasher()
+
+    def _write(self, data: bytes | bytearray) -> None:
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.size += len(data)
+
+    def add(self, blob_id: BlobId, sealed: bytes | bytearray, raw_length: int) -> None:
+        self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
+        self._write(sealed)
+
+    def finish(self, key: bytes) -> tuple[bytes, int]:
+        """Write header and trailer; return (pack id, sealed header length)."""
+        sealed = _header(key, self.blobs)
+        self._write(sealed)
+        self._write(TRAILER.pack(len(sealed)))
+        digest: bytes = self._hash.digest()
+        return digest, len(sealed)
+
+
+class Spool:
+    """A file a pack is written to before it is stored: a named file (`path`) that
+    storing renames into place, or an anonymous in-memory file (`path` is None) that
+    storing uploads from."""
+
+    def __init__(self, fd: int, path: str | None) -> None:
+        self.fd = fd
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.path or "pack spool"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        """Close, and remove the file if it is still there (a stored one was renamed)."""
+        self.close()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 def parse_header(key: bytes, plain: bytes, *, name: str) -> list[PackedBlob]:

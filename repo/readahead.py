@@ -13,8 +13,9 @@ from itertools import islice
 
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 # A reader thread reads a file this much at a time and may hold this many blocks
-# the archiver has not taken yet: a file read ahead costs at most about 12 MiB.
-READ_BLOCK = 4 * 1024 * 1024
+# the archiver has not taken yet: a file read ahead costs at most about 3 MiB. Larger
+# blocks read no faster from the page cache and only add to the resident set.
+READ_BLOCK = 1024 * 1024
 BLOCKS_AHEAD = 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -20,12 +21,14 @@ from crypto import (
     unseal,
 )
 from crypto import WrongPassword as KeyWrongPassword
-from repo.backend import Backend
+from repo.backend import TEMP_MARK, Backend
+from repo.backend.local import LocalBackend
 from repo.blob import open_blob
 from repo.cache import Cache
 from repo.config import RepoConfig, decode_config, encode_config
 from repo.digest import sha256_hex
 from repo.errors import (
+    BackendError,
     BlobNotFound,
     DamagedObject,
     ObjectNotFound,
@@ -34,6 +37,7 @@ from repo.errors import (
     WrongPassword,
 )
 from repo.index import IndexedPack, MasterIndex, decode_index, encode_index
+from repo.pack import Spool
 from repo.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from repo.tree import Node, decode_tree, encode_tree
 from repo.types import BlobId, BlobType, Handle, Kind
@@ -318,14 +322,36 @@ class Repository:
                 self.master.encryption,
                 self.config.compression_level,
                 self.config.pack_size,
-                self._upload_pack,
+                self._spool,
+                self._store_pack,
                 self._pack_stored,
                 self.upload_threads,
             )
         return self._saver
 
-    def _upload_pack(self, pack_id: bytes, data: bytearray, btype: BlobType) -> None:
+    def _spool(self) -> Spool:
+        """A new, empty file for a pack being written. In a local repository, a file
+        in the repository that storing renames into place; elsewhere an anonymous
+        in-memory file, uploaded when full (nothing lands in a shared folder)."""
+        if not isinstance(self.backend, LocalBackend):
+            return Spool(os.memfd_create("hutch-pack", os.MFD_CLOEXEC), None)
+        path = os.path.join(self.backend.spool_dir(), f"{TEMP_MARK}pack-{os.urandom(8).hex()}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise BackendError(f"{path}: {exc.strerror or exc}") from exc
+        return Spool(fd, path)
+
+    def _store_pack(self, pack_id: bytes, spool: Spool, btype: BlobType) -> None:
         handle = Handle(Kind.DATA, pack_id.hex())
+        try:
+            if spool.path is not None and isinstance(self.backend, LocalBackend):
+                self.backend.adopt(handle, spool.fd, spool.path)
+                return
+            size = os.fstat(spool.fd).st_size
+            data = os.pread(spool.fd, size, 0)
+        finally:
+            spool.discard()
         self.backend.write(handle, data)
         if self.cache and btype is BlobType.TREE:
             self.cache.put(handle, data)

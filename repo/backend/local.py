@@ -96,6 +96,33 @@ class LocalBackend:
                 raise BackendError(f"{handle}: no space left on device") from exc
             raise BackendError(f"{handle}: {exc.strerror or exc}") from exc
 
+    def spool_dir(self) -> str:
+        """Where packs are written while they fill: the data folder itself, whose listing
+        (one level of subfolders) never shows its own files, so `adopt` is a rename."""
+        folder = os.path.join(self.location, Kind.DATA.value)
+        try:
+            self._ensure_dir(folder)
+        except OSError as exc:
+            raise BackendError(f"{folder}: {exc.strerror or exc}") from exc
+        return folder
+
+    def adopt(self, handle: Handle, fd: int, path: str) -> None:
+        """Store the finished file at path (in spool_dir, open as fd) as the object:
+        made durable, then renamed into place, so it appears whole or not at all."""
+        final = self._path(handle)
+        folder = os.path.dirname(final)
+        try:
+            self._ensure_dir(folder)
+            os.fsync(fd)
+            os.replace(path, final)
+            _fsync_dir(folder)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            if exc.errno == errno.ENOSPC:
+                raise BackendError(f"{handle}: no space left on device") from exc
+            raise BackendError(f"{handle}: {exc.strerror or exc}") from exc
+
     def list(self, kind: Kind) -> Iterator[FileInfo]:
         folder = os.path.join(self.location, kind.value)
         folders = [folder]

@@ -98,6 +98,24 @@ def test_boundaries_do_not_depend_on_window(data: bytes, first: int, second: int
 
 @FAST
 @given(
+    streams=st.lists(STREAMS, min_size=1, max_size=4),
+    window=SMALL_WINDOWS,
+    sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20),
+)
+def test_a_reused_window_buffer_gives_every_stream_its_own_chunks(
+    streams: list[bytes], window: int, sizes: list[int]
+) -> None:
+    """One buffer chunks stream after stream (as backup does, file after file) exactly
+    as a fresh window would: nothing of an earlier, longer stream leaks into the next."""
+    buffer = bytearray(window)
+    for data in streams:
+        chunks = list(iter_chunks(reader(data, sizes), SMALL, buffer))
+        assert chunks == chunk_bytes(data, SMALL)
+        assert all(isinstance(c, bytes) for c in chunks)
+
+
+@FAST
+@given(
     data=STREAMS,
     window=SMALL_WINDOWS,
     sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20),

@@ -25,6 +25,7 @@ from strategies import PASSWORD
 
 from chunker import ChunkerParams
 from crypto import ObjectType
+from repo.backend.local import LocalBackend
 from repo.backend.memory import MemoryBackend
 from repo.backup import Archiver, BackupOptions, QuietReporter
 from repo.cache import Cache
@@ -399,3 +400,47 @@ def test_check_sees_damage_behind_a_warm_cache(history: History, tmp_path: Path)
     report = "\n".join(checker.result.errors)
     assert index.name[:8] in report, report
     assert snapshot.name[:8] in report, report
+
+
+def _spool_files(root: Path) -> list[str]:
+    return [p.name for p in (root / "data").iterdir() if p.is_file()]
+
+
+def test_local_packs_are_renamed_into_place_and_no_spool_file_remains(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A local repository's packs are written in its data folder and renamed into
+    place: after a backup no spool file is left, and check passes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(1).randbytes(3 << 20))
+    root = tmp_path / "repo"
+    repo = make_repo(LocalBackend(str(root), create=True), pack_size=1 << 20)
+    _run_backup(repo, src)
+    assert _spool_files(root) == []
+    assert len(list(repo.backend.list(Kind.DATA))) >= 3
+    errors, _infos = _check(LocalBackend(str(root)))  # type: ignore[arg-type]
+    assert errors == []
+
+
+def test_a_failed_pack_store_leaves_no_spool_file(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When storing a pack fails, the backup fails with that error and the spool files
+    of that pack and of packs still being filled are removed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(2).randbytes(3 << 20))
+    (src / "b").write_bytes(b"tree and data both have packs open" * 100)
+    root = tmp_path / "repo"
+    repo = make_repo(LocalBackend(str(root), create=True), pack_size=1 << 20)
+
+    def refuse(self: LocalBackend, handle: Handle, fd: int, path: str) -> None:
+        raise BackendError(f"{handle}: no space left on device")
+
+    monkeypatch.setattr(LocalBackend, "adopt", refuse)
+    with pytest.raises(BackendError, match="no space left"):
+        _run_backup(repo, src)
+    repo.close()
+    assert _spool_files(root) == []
+    assert list(repo.backend.list(Kind.DATA)) == []

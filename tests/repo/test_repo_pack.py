@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,7 @@ from strategies import ENC_KEY, ID_KEY, OTHER_KEY, blob_lists, blob_types
 from crypto import OVERHEAD, ObjectType, id_hash, seal
 from repo.blob import compress, open_blob, seal_blob
 from repo.errors import DamagedObject
-from repo.pack import HEADER_RECORD, TRAILER, PackBuilder, PackedBlob, read_header
+from repo.pack import HEADER_RECORD, TRAILER, PackBuilder, PackedBlob, PackWriter, read_header
 from repo.types import BlobType
 
 NAME = "pack 3f2a91c0"
@@ -195,3 +196,27 @@ def test_record_outside_the_pack_is_damaged() -> None:
     header = HEADER_RECORD.pack(BlobType.DATA, b"\x01" * 32, 5, 10, 10)
     with pytest.raises(DamagedObject, match="outside the pack"):
         _read(_forged_pack(b"\x00" * 14, header, ObjectType.PACK_HEADER))
+
+
+@given(btype=blob_types, blobs=blob_lists)
+def test_pack_writer_streams_the_same_layout_to_a_file(btype: BlobType, blobs: list[bytes]) -> None:
+    """PackWriter writes to its file what PackBuilder builds in memory: blobs back to back,
+    then header and trailer; the pack id is the SHA-256 of the file's bytes."""
+    fd = os.memfd_create("pack-test")
+    try:
+        writer = PackWriter(btype, fd)
+        for data in blobs:
+            blob_id = id_hash(ID_KEY, data)
+            writer.add(blob_id, seal_blob(ENC_KEY, btype, blob_id, compress(data, 3)), len(data))
+        pack_id, header_length = writer.finish(ENC_KEY)
+        pack = os.pread(fd, writer.size + 1, 0)
+    finally:
+        os.close(fd)
+    assert len(pack) == writer.size
+    assert pack_id == hashlib.sha256(pack).digest()
+    assert TRAILER.unpack(pack[-TRAILER.size :])[0] == header_length
+    records = _read(pack)
+    assert records == writer.blobs
+    for record, data in zip(records, blobs, strict=True):
+        stored = pack[record.offset : record.offset + record.length]
+        assert open_blob(ENC_KEY, ID_KEY, btype, record.blob_id, stored) == data

@@ -1,0 +1,26 @@
+"""Tuning of the C allocator, which holds every buffer a backup or restore handles."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+# glibc's mallopt parameter for the number of arenas (malloc.h).
+_M_ARENA_MAX = -8
+
+
+@functools.cache
+def use_one_arena() -> bool:
+    """Have every thread allocate from glibc's main arena; True if that took effect.
+
+    Reader, compression and upload threads each get an arena of their own by default,
+    and every arena keeps the megabyte-sized blocks freed into it for reuse: on a
+    two-core machine that doubled a backup's resident memory for no speed. The
+    threads allocate a few large blocks each, so sharing one arena costs no waiting.
+    Call it before the threads start; elsewhere than glibc it does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, 1))
