@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 
 import click
 
@@ -21,7 +21,7 @@ def run_init(g: Globals) -> None:
     password = g.password(is_new=True)
     if not password:
         raise CliError("an empty password is not allowed")
-    repo = Repository.init(backend, password, key_info(), RepoConfig(repo_id=secrets.token_hex(32)))
+    repo = Repository.init(backend, password, key_info(), RepoConfig(repo_id=os.urandom(32).hex()))
     if g.is_json:
         emit_json(
             {

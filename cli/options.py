@@ -171,7 +171,9 @@ def select_snapshot(
     tags: tuple[str, ...],
 ) -> Snapshot:
     """A snapshot by unique id prefix, or `latest` among those the filters keep."""
-    return find_snapshot(repo.list_snapshots(), ref, SnapshotFilter(hosts, tags, paths))
+    prefix = "" if ref == "latest" else ref.lower()
+    snaps = repo.list_snapshots(id_prefix=prefix)
+    return find_snapshot(snaps, ref, SnapshotFilter(hosts, tags, paths))
 
 
 def snapshot_json(snap: Snapshot) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 # glibc's mallopt parameter for the number of arenas (malloc.h).
@@ -19,6 +18,8 @@ def use_one_arena() -> bool:
     threads allocate a few large blocks each, so sharing one arena costs no waiting.
     Call it before the threads start; elsewhere than glibc it does nothing.
     """
+    import ctypes  # noqa: PLC0415 - here, after the key is derived: about 1 MiB resident
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

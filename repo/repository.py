@@ -168,7 +168,7 @@ class Repository:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def list_snapshots(self, *, is_strict: bool = False) -> list[Snapshot]:
+    def list_snapshots(self, *, is_strict: bool = False, id_prefix: str = "") -> list[Snapshot]:
         """Every snapshot. A damaged one raises when strict (prune must not lose the data
         it references) or when no `on_damaged_snapshot` is set; else it is reported and
         left out, so one bad snapshot does not stop work on the others."""
@@ -176,6 +176,8 @@ class Repository:
         infos = list(self.backend.list(Kind.SNAPSHOT))
         if self.cache:
             self.cache.retain(Kind.SNAPSHOT, (i.name for i in infos))
+        # A snapshot named by id costs one read, however long the history.
+        infos = [i for i in infos if i.name.startswith(id_prefix)]
         for info in infos:
             try:
                 plain = self.read_object(Kind.SNAPSHOT, ObjectType.SNAPSHOT, info.name)

@@ -395,6 +395,29 @@ def test_snapshots_round_trip(make_repo: MakeRepo) -> None:
     assert listed == snap
 
 
+def test_a_snapshot_named_by_id_is_the_only_one_read(make_repo: MakeRepo) -> None:
+    """list_snapshots(id_prefix=...) reads only the matching snapshot files: restoring a
+    snapshot by id costs the same however many others the repository holds."""
+    backend = MemoryBackend()
+    repo = make_repo(backend)
+    names = [
+        repo.save_snapshot(Snapshot(OLD_NS + i, 0, bytes([i]) * 32, [b"/x"], "h", "u"))
+        for i in range(1, 6)
+    ]
+    reads: list[Handle] = []
+    original = backend.read
+
+    def counting(handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        reads.append(handle)
+        return original(handle, offset, length)
+
+    backend.read = counting  # type: ignore[method-assign]
+    (found,) = repo.list_snapshots(id_prefix=names[2][:8])
+    assert found.id == names[2]
+    assert [h for h in reads if h.kind is Kind.SNAPSHOT] == [Handle(Kind.SNAPSHOT, names[2])]
+    assert len(repo.list_snapshots()) == 5
+
+
 def test_dry_run_stores_nothing(repo: Repository) -> None:
     """In a dry run save_blob reports new blobs but writes no pack."""
     repo.is_dry_run = True
