@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -13,8 +14,10 @@ from repo.index import IndexedPack
 from repo.pack import PackWriter, Spool
 from repo.types import BlobId, BlobType
 
-# zstd and file I/O release the GIL; sealing and hashing of ids hold it (docs/design.md,
-# performance notes), so only compression and uploads go to threads.
+# zstd, hashlib and file writes release the GIL; chunking and hashing blob ids hold
+# it (docs/design.md, performance notes). So the archiver's thread only chunks and
+# names blobs, and each new blob is compressed, sealed and appended to its pack on a
+# worker: the pack's SHA-256 and its writes overlap the chunking of what follows.
 COMPRESS_THREADS = 2
 MAX_IN_FLIGHT = 4
 
@@ -23,7 +26,9 @@ class PackSaver:
     """Turns blobs into packs; calls `on_pack` with each pack once it is stored.
 
     Each pack is written blob by blob into a spool file (`spool` opens one and returns
-    it as a `Spool`) and handed to `store` when full; `store` closes it.
+    it as a `Spool`) and handed to `store` when full; `store` closes it. Workers share
+    the open packs under one lock; `store` and `on_pack` run as the caller's thread
+    drives them (add, flush).
     """
 
     def __init__(
@@ -42,12 +47,14 @@ class PackSaver:
         self._spool = spool
         self._store = store
         self._on_pack = on_pack
+        self._lock = threading.Lock()
+        # Under the lock: the open pack of each type, and packs finished, not yet stored.
         self._writers: dict[BlobType, tuple[PackWriter, Spool]] = {}
-        self._queue: collections.deque[tuple[BlobType, BlobId, int, Future[bytes]]]
-        self._queue = collections.deque()
+        self._finished: collections.deque[tuple[IndexedPack, Spool]] = collections.deque()
+        self._pending: collections.deque[Future[None]] = collections.deque()
         self._uploads: collections.deque[tuple[IndexedPack, Spool, Future[None]]]
         self._uploads = collections.deque()
-        self._compressors = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
+        self._workers = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
         # Concurrent uploads (--connections for remote repositories).
         self._max_uploads = max(1, uploads)
         self._uploader = ThreadPoolExecutor(self._max_uploads, thread_name_prefix="upload")
@@ -55,27 +62,28 @@ class PackSaver:
 
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
         """Queue a new blob; its pack is written later (see flush)."""
-        future = self._compressors.submit(compress, data, self._level)
-        self._queue.append((btype, blob_id, len(data), future))
-        while len(self._queue) > MAX_IN_FLIGHT:
-            self._pack_one()
+        self._pending.append(self._workers.submit(self._pack_blob, btype, blob_id, data))
+        while len(self._pending) > MAX_IN_FLIGHT:
+            self._pending.popleft().result()
+            self._start_stores()
 
-    def _pack_one(self) -> None:
-        btype, blob_id, raw_length, future = self._queue.popleft()
-        sealed = seal_blob(self._key, btype, blob_id, future.result())
-        if btype not in self._writers:
-            spool = self._spool()
-            self._writers[btype] = (PackWriter(btype, spool.fd), spool)
-        writer, spool = self._writers[btype]
-        try:
-            writer.add(blob_id, sealed, raw_length)
-        except OSError as exc:
-            raise _spool_error(spool, exc) from exc
-        self.bytes_stored += len(sealed)
-        if writer.size >= self._pack_size:
-            self._finish(btype)
+    def _pack_blob(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
+        """On a worker: compress and seal the blob, then append it to its open pack."""
+        sealed = seal_blob(self._key, btype, blob_id, compress(data, self._level))
+        with self._lock:
+            if btype not in self._writers:
+                spool = self._spool()
+                self._writers[btype] = (PackWriter(btype, spool.fd), spool)
+            writer, spool = self._writers[btype]
+            try:
+                writer.add(blob_id, sealed, len(data))
+            except OSError as exc:
+                raise _spool_error(spool, exc) from exc
+            self.bytes_stored += len(sealed)
+            if writer.size >= self._pack_size:
+                self._finish_locked(btype)
 
-    def _finish(self, btype: BlobType) -> None:
+    def _finish_locked(self, btype: BlobType) -> None:
         writer, spool = self._writers.pop(btype)
         try:
             pack_id, header_length = writer.finish(self._key)
@@ -83,12 +91,22 @@ class PackSaver:
             spool.discard()
             raise _spool_error(spool, exc) from exc
         blobs = [(b.blob_id, b.offset, b.length, b.raw_length) for b in writer.blobs]
-        pack = IndexedPack(pack_id, writer.size, header_length, btype, blobs)
+        self._finished.append(
+            (IndexedPack(pack_id, writer.size, header_length, btype, blobs), spool)
+        )
         self.bytes_stored += header_length + 4
-        future = self._uploader.submit(self._store, pack_id, spool, btype)
-        self._uploads.append((pack, spool, future))
-        while len(self._uploads) > self._max_uploads:
-            self._complete_upload()
+
+    def _start_stores(self) -> None:
+        """Hand finished packs to the uploader; at most `uploads` are stored at once."""
+        while True:
+            with self._lock:
+                if not self._finished:
+                    return
+                pack, spool = self._finished.popleft()
+            future = self._uploader.submit(self._store, pack.pack_id, spool, pack.btype)
+            self._uploads.append((pack, spool, future))
+            while len(self._uploads) > self._max_uploads:
+                self._complete_upload()
 
     def _complete_upload(self) -> None:
         pack, _spool, future = self._uploads.popleft()
@@ -97,24 +115,30 @@ class PackSaver:
 
     def flush(self) -> None:
         """Write every queued blob into packs and wait until all packs are stored."""
-        while self._queue:
-            self._pack_one()
-        for btype in list(self._writers):
-            self._finish(btype)
+        while self._pending:
+            self._pending.popleft().result()
+        with self._lock:
+            for btype in list(self._writers):
+                self._finish_locked(btype)
+        self._start_stores()
         while self._uploads:
             self._complete_upload()
 
     def close(self) -> None:
-        self._compressors.shutdown(wait=True, cancel_futures=True)
+        self._workers.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
         # Packs never finished or never stored (an error or an interrupt) leave no spool
         # file behind; a stored pack's file is gone already.
         for _writer, spool in self._writers.values():
             spool.discard()
-        self._writers.clear()
+        for _pack, spool in self._finished:
+            spool.discard()
         for _pack, spool, _future in self._uploads:
             spool.discard()
+        self._writers.clear()
+        self._finished.clear()
         self._uploads.clear()
+        self._pending.clear()
 
 
 def _spool_error(spool: Spool, exc: OSError) -> BackendError:
