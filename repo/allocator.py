@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import cast
 
 # glibc's mallopt parameter for the number of arenas (malloc.h).
 _M_ARENA_MAX = -8
@@ -25,3 +27,24 @@ def use_one_arena() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_ARENA_MAX, 1))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], object] | None:
+    import ctypes  # noqa: PLC0415 - see use_one_arena
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return cast(Callable[[int], object], trim)
+
+
+def release_free_memory() -> None:
+    """Return the heap's free memory to the system (glibc's malloc_trim); elsewhere
+    than glibc it does nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

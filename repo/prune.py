@@ -154,8 +154,10 @@ def plan_prune(
 ) -> PrunePlan:
     """Decide which packs to delete, repack and keep (changes nothing); snapshots in
     `ignore_snapshots` count as forgotten already."""
-    files, leftovers = repo.read_index_state()
+    # Made before the index files are decoded: its small objects then sit below their
+    # memory, which can be given back once they are freed.
     index = MasterIndex()
+    files, leftovers = repo.read_index_state()
     index.load(p for packs in files.values() for p in packs)
     repo.use_index(index)
     marker = _Marker(repo, index)

@@ -105,7 +105,7 @@ def test_wrong_login_is_one_line(
     hutch_bin: str, rest_server: RestServer, tmp_path: Path, command: str
 ) -> None:
     """A login the server refuses is exit 1 and one line saying authentication failed."""
-    location = rest_server.location("e2e-auth/", password="not-it")  # noqa: S106
+    location = rest_server.location("e2e-auth/", password="not-it")
     done = _hutch(hutch_bin, location, tmp_path).run(command, check=False)
     err = done.stderr.decode()
     assert done.returncode == 1, err

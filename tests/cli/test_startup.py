@@ -1,0 +1,117 @@
+"""What a command has imported when Argon2id runs: its 64 MiB come on top of it.
+
+Each check runs hutch's entry point in a fresh interpreter, so modules imported by
+other tests do not hide an eager import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Imported by nothing a command needs before its key is derived: fastcdc (chunking),
+# hashlib (the system's OpenSSL, ~4 MiB), concurrent.futures (pack writers), ctypes.
+HEAVY = ("fastcdc", "hashlib", "concurrent.futures", "ctypes")
+
+PROBE = """
+import json, sys
+import crypto.keyfile
+from cli.main import main
+
+seen = []
+derive = crypto.keyfile.derive_key
+
+def recording(*args, **kwargs):
+    seen.append(sorted(m for m in {heavy!r} if m in sys.modules))
+    return derive(*args, **kwargs)
+
+crypto.keyfile.derive_key = recording
+try:
+    main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
+"""
+
+
+def _probe(argv: list[str], env: dict[str, str]) -> tuple[int, list[list[str]]]:
+    script = PROBE.format(heavy=HEAVY, argv=argv)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return int(report["code"]), report["seen"]
+
+
+def test_importing_the_command_line_loads_no_command() -> None:
+    """`import cli.main` leaves every command module, and fastcdc, unimported."""
+    script = (
+        "import sys, cli.main\n"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('cli.cmd_', 'fastcdc', 'hashlib'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("startup")
+    (base / "src").mkdir()
+    (base / "src" / "file").write_bytes(b"some data\n" * 1000)
+    environment = dict(
+        os.environ,
+        HUTCH_PASSWORD="startup test",
+        HUTCH_REPOSITORY=str(base / "repo"),
+        HUTCH_CACHE_DIR=str(base / "cache"),
+    )
+    code, _ = _probe(["init"], environment)
+    assert code == 0
+    code, _ = _probe(["backup", str(base / "src")], environment)
+    assert code == 0
+    environment["TARGET"] = str(base / "target")
+    return environment
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["snapshots"],
+        ["backup", "SRC"],
+        ["restore", "latest", "--target", "TARGET"],
+        ["dump", "latest", "FILE"],
+        ["ls", "latest"],
+        ["check"],
+        ["forget", "--keep-last", "1", "--prune"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_heavy_modules_load_after_the_key_is_derived(argv: list[str], env: dict[str, str]) -> None:
+    """Each command derives its key (once) before fastcdc, hashlib or its thread pools load."""
+    src = str(Path(env["HUTCH_REPOSITORY"]).parent / "src")
+    argv = [{"SRC": src, "TARGET": env["TARGET"], "FILE": f"{src}/file"}.get(a, a) for a in argv]
+    code, seen = _probe(argv, env)
+    assert code == 0
+    assert seen == [[]]
+
+
+def test_init_derives_its_key_before_heavy_modules_load(tmp_path: Path) -> None:
+    """init too: its Argon2id runs with none of the heavy modules resident."""
+    environment = dict(
+        os.environ,
+        HUTCH_PASSWORD="startup test",
+        HUTCH_REPOSITORY=str(tmp_path / "repo"),
+        HUTCH_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    code, seen = _probe(["init"], environment)
+    assert code == 0
+    assert seen == [[]]
