@@ -90,11 +90,7 @@ class LocalBackend:
             os.replace(temp, final)
             _fsync_dir(folder)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            if exc.errno == errno.ENOSPC:
-                raise BackendError(f"{handle}: no space left on device") from exc
-            raise BackendError(f"{handle}: {exc.strerror or exc}") from exc
+            raise _failed_write(handle, exc, temp) from exc
 
     def spool_dir(self) -> str:
         """Where packs are written while they fill: the data folder itself, whose listing
@@ -117,11 +113,7 @@ class LocalBackend:
             os.replace(path, final)
             _fsync_dir(folder)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            if exc.errno == errno.ENOSPC:
-                raise BackendError(f"{handle}: no space left on device") from exc
-            raise BackendError(f"{handle}: {exc.strerror or exc}") from exc
+            raise _failed_write(handle, exc, path) from exc
 
     def list(self, kind: Kind) -> Iterator[FileInfo]:
         folder = os.path.join(self.location, kind.value)
@@ -161,3 +153,12 @@ class LocalBackend:
 
     def close(self) -> None:
         return None
+
+
+def _failed_write(handle: Handle, exc: OSError, temp: str) -> BackendError:
+    """Remove the temporary file of a write that failed; the error to raise for it."""
+    with contextlib.suppress(OSError):
+        os.unlink(temp)
+    if exc.errno == errno.ENOSPC:
+        return BackendError(f"{handle}: no space left on device")
+    return BackendError(f"{handle}: {exc.strerror or exc}")

@@ -63,17 +63,21 @@ def test_importing_the_command_line_loads_no_command() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("startup")
-    (base / "src").mkdir()
-    (base / "src" / "file").write_bytes(b"some data\n" * 1000)
-    environment = dict(
+def _environment(base: Path) -> dict[str, str]:
+    return dict(
         os.environ,
         HUTCH_PASSWORD="startup test",
         HUTCH_REPOSITORY=str(base / "repo"),
         HUTCH_CACHE_DIR=str(base / "cache"),
     )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("startup")
+    (base / "src").mkdir()
+    (base / "src" / "file").write_bytes(b"some data\n" * 1000)
+    environment = _environment(base)
     code, _ = _probe(["init"], environment)
     assert code == 0
     code, _ = _probe(["backup", str(base / "src")], environment)
@@ -106,12 +110,7 @@ def test_heavy_modules_load_after_the_key_is_derived(argv: list[str], env: dict[
 
 def test_init_derives_its_key_before_heavy_modules_load(tmp_path: Path) -> None:
     """init too: its Argon2id runs with none of the heavy modules resident."""
-    environment = dict(
-        os.environ,
-        HUTCH_PASSWORD="startup test",
-        HUTCH_REPOSITORY=str(tmp_path / "repo"),
-        HUTCH_CACHE_DIR=str(tmp_path / "cache"),
-    )
+    environment = _environment(tmp_path)
     code, seen = _probe(["init"], environment)
     assert code == 0
     assert seen == [[]]
