@@ -9,7 +9,9 @@ import click
 
 from cli.context import Globals
 from cli.options import filter_options, global_options, select_snapshot
-from repo.dump import dump_file, dump_tar
+from repo.backend.local import LocalBackend
+from repo.dump import THREADS, dump_file, dump_tar
+from repo.packread import keep_freed_memory
 from repo.walk import find_node
 
 
@@ -22,15 +24,18 @@ def run_dump(
     tags: tuple[str, ...],
 ) -> None:
     repo = g.open()
+    keep_freed_memory()  # after the key derivation: see there
     try:
         snap = select_snapshot(repo, ref, hosts, paths, tags)
         raw = os.fsencode(path)
         node = find_node(repo, snap.tree, raw)
         out = sys.stdout.buffer
+        threads = THREADS if isinstance(repo.backend, LocalBackend) else g.connections
         if node.type == "dir":
-            dump_tar(repo, node, b"/" + b"/".join(p for p in raw.split(b"/") if p), out)
+            top = b"/" + b"/".join(p for p in raw.split(b"/") if p)
+            dump_tar(repo, node, top, out, threads)
         else:
-            dump_file(repo, node, raw, out)
+            dump_file(repo, node, raw, out, threads)
         out.flush()
     finally:
         repo.close()

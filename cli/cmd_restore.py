@@ -11,6 +11,7 @@ from cli.errors import CliError
 from cli.options import filter_options, global_options, select_snapshot
 from cli.output import Progress, emit_json, format_bytes, say, warn
 from repo.backend.local import LocalBackend
+from repo.packread import keep_freed_memory
 from repo.pattern import split_path
 from repo.restore import OVERWRITE_MODES, RestoreOptions, Restorer
 from repo.walk import find_node
@@ -57,6 +58,7 @@ def run_restore(
 ) -> int:
     snap_ref, _, sub = ref.partition(":")
     repo = g.open()
+    keep_freed_memory()  # after the key derivation: see there
     try:
         with g.lock(repo, is_exclusive=False):
             snap = select_snapshot(repo, snap_ref, hosts, paths, tags)

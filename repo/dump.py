@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-import tarfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from repo.errors import DamagedObject, RepoError
+from repo.packread import Data, load_in_order
 from repo.repository import Repository
 from repo.tree import Node
-from repo.walk import iter_file_data, walk
+from repo.walk import file_content, walk
+
+if TYPE_CHECKING:
+    import tarfile  # imported when a folder is dumped: start-up time counts in every dump
+
+# Threads loading blobs ahead while one is written, for a local repository (a remote one
+# gets --connections of them).
+THREADS = 2
+
+
+def file_chunks(
+    repo: Repository, node: Node, path: bytes, threads: int = THREADS
+) -> Iterator[Data]:
+    """A file's bytes, chunk by chunk, the next chunks loaded while this one is used; a
+    missing or damaged chunk raises an error that names the file and the byte where the
+    bytes it could not deliver start."""
+    offset = 0
+    content = file_content(repo, node)
+    if len(content) < 2:
+        threads = 0  # nothing to load ahead: no pool to start
+    try:
+        for data in load_in_order(repo, content, threads):
+            offset += len(data)
+            yield data
+    except RepoError as exc:
+        shown = path.decode("utf-8", "backslashreplace")
+        raise DamagedObject(f"{shown}: damaged from byte {offset}: {exc}") from exc
 
 
 class _ChunkReader(io.RawIOBase):
     """A file's content as a readable stream, one chunk loaded at a time."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[Data]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        self._buf: Data = b""
 
     def readable(self) -> bool:
         return True
@@ -31,28 +59,36 @@ class _ChunkReader(io.RawIOBase):
                 return 0
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+        self._buf = memoryview(self._buf)[n:]  # slicing bytes would copy the rest
         return n
 
 
-def dump_file(repo: Repository, node: Node, path: bytes, out: BinaryIO) -> None:
-    for data in iter_file_data(repo, node, path):
+def dump_file(
+    repo: Repository, node: Node, path: bytes, out: BinaryIO, threads: int = THREADS
+) -> None:
+    for data in file_chunks(repo, node, path, threads):
         out.write(data)
 
 
-_TAR_TYPES = {
-    "file": tarfile.REGTYPE,
-    "dir": tarfile.DIRTYPE,
-    "symlink": tarfile.SYMTYPE,
-    "fifo": tarfile.FIFOTYPE,
-    "chardev": tarfile.CHRTYPE,
-    "blockdev": tarfile.BLKTYPE,
-}
+@functools.cache
+def _tar_types() -> dict[str, bytes]:
+    import tarfile  # noqa: PLC0415 - see the import above
+
+    return {
+        "file": tarfile.REGTYPE,
+        "dir": tarfile.DIRTYPE,
+        "symlink": tarfile.SYMTYPE,
+        "fifo": tarfile.FIFOTYPE,
+        "chardev": tarfile.CHRTYPE,
+        "blockdev": tarfile.BLKTYPE,
+    }
 
 
 def _tarinfo(name: str, node: Node) -> tarfile.TarInfo:
+    import tarfile  # noqa: PLC0415 - see the import above
+
     info = tarfile.TarInfo(name)
-    info.type = _TAR_TYPES[node.type]
+    info.type = _tar_types()[node.type]
     info.mode = node.mode
     info.uid, info.gid = node.uid, node.gid
     info.uname, info.gname = node.user, node.group
@@ -66,8 +102,12 @@ def _tarinfo(name: str, node: Node) -> tarfile.TarInfo:
     return info
 
 
-def dump_tar(repo: Repository, node: Node, top: bytes, out: BinaryIO) -> None:
+def dump_tar(
+    repo: Repository, node: Node, top: bytes, out: BinaryIO, threads: int = THREADS
+) -> None:
     """Write a directory as a POSIX tar stream, paths relative to its parent."""
+    import tarfile  # noqa: PLC0415 - see the import above
+
     with tarfile.open(
         fileobj=out,
         mode="w|",
@@ -93,7 +133,9 @@ def dump_tar(repo: Repository, node: Node, top: bytes, out: BinaryIO) -> None:
                     continue
                 links[key] = name
             if child.type == "file":
-                stream = io.BufferedReader(_ChunkReader(iter_file_data(repo, child, path)), 1 << 20)
+                stream = io.BufferedReader(
+                    _ChunkReader(file_chunks(repo, child, path, threads)), 1 << 20
+                )
                 tar.addfile(info, stream)
             else:
                 tar.addfile(info)

@@ -1,19 +1,36 @@
-"""Restore: plan from the tree, decide per entry against the target, fetch each pack
-range once on a small thread pool, write with pwrite, then metadata."""
+"""Restore: plan from the tree, decide per entry against the target, then write file
+contents on a few worker threads, each taking its own stretch of pack ranges in turn:
+it reads a range once, opens the blobs one at a time and pwrites each into every file
+that holds it, creating the files it owns and giving them their metadata as they
+complete. File creation is mostly kernel time, so it runs on every core; folders are
+made level by level the same way. Links and special files are made on this thread, which
+owns the folder descriptors and the reporter."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
+import functools
 import os
+import queue
 import stat
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from repo.errors import RepoError
-from repo.packread import fetch_run, runs, verify_file
+from repo.packread import (
+    PLAIN_BUDGET,
+    Budget,
+    Data,
+    Run,
+    decode_run,
+    read_gap,
+    runs,
+    verify_file,
+)
 from repo.pattern import PatternSet
 from repo.repository import Repository
 from repo.restorefs import (
@@ -28,14 +45,26 @@ from repo.tree import Node
 from repo.types import BlobId, BlobLocation, BlobType
 from repo.walk import file_content, is_safe_name
 
-OPEN_FILES = 128
+# Files one worker holds open at once (its descriptors are its own).
+OPEN_FILES = 64
+# Files without data to fetch handed to a worker at once.
+LONE_BATCH = 64
+# What creating a file costs, in bytes written, when spreading work over the workers.
+FILE_COST = 256 * 1024
+# Chunk writes in one unit at most (a pack range of small files is cut to this).
+UNIT_FILES = 32
+# Folders of one level made on one thread at least (fewer: not worth a thread).
+MKDIRS_PER_THREAD = 8
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 
 # What happens to an entry: created anew, replaced, patched in place (if-changed:
 # only ranges that differ are written), or left as it is.
 CREATE, REPLACE, PATCH, SKIP = "create", "replace", "patch", "skip"
 
-Run = tuple[bytes, int, int, list[tuple[BlobId, BlobLocation]]]
+# The folders a worker needs: each one's descriptor, or why it could not be opened.
+Parents = dict[tuple[bytes, ...], int | OSError]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class RestoreReporter(Protocol):
@@ -64,8 +93,32 @@ class _File:
     blobs: list[tuple[BlobId, int]] = field(default_factory=list)  # every chunk, by offset
     fetch: list[tuple[BlobId, int]] = field(default_factory=list)  # the chunks to write
     action: str = CREATE
-    remaining: int = 0
+    remaining: int = 0  # chunks still to write; -1 once finished, failed or skipped
     damaged: list[tuple[int, int, str]] = field(default_factory=list)
+    # Its chunks lie in several pack ranges, so several workers write it: it is created
+    # before any of them runs, and its bookkeeping is shared under Restorer._lock.
+    shared: bool = False
+    created: bool = False  # exists in the target; reopened, not created, from now on
+    failed: bool = False  # could not be created or written (reported)
+    end: int = 0  # the file's size so far: truncated up to node.size when it is short
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One worker's job: a pack range to write out, or files with nothing to fetch."""
+
+    run: Run | None
+    lone: list[int]
+    parents: Parents = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a unit did, reported by the owning thread (the reporter is not thread-safe)."""
+
+    files: int = 0
+    written: int = 0
+    errors: list[tuple[tuple[bytes, ...], str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -108,9 +161,15 @@ class Restorer:
         self.links: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = []
         self.others: list[tuple[tuple[bytes, ...], Node]] = []
         self._inodes: dict[tuple[int, int], tuple[bytes, ...]] = {}
-        self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
         # Every name each restored folder has in the snapshot, for --delete.
         self._names: dict[tuple[bytes, ...], set[bytes]] = {}
+        # Folders this run made (or found empty): nothing in them needs a look first.
+        self._fresh: set[tuple[bytes, ...]] = set()
+        self._bad_dirs: set[tuple[bytes, ...]] = set()  # could not be made
+        # Where each blob goes: (file index, offset) for every file holding it.
+        self._targets: dict[BlobId, list[tuple[int, int]]] = {}
+        self._lock = threading.Lock()  # the bookkeeping of shared files
+        self._budget = Budget(PLAIN_BUDGET)
 
     def _error(self, rel: tuple[bytes, ...], message: str) -> None:
         self.result.errors += 1
@@ -196,7 +255,8 @@ class Restorer:
 
     def _decide(self, rel: tuple[bytes, ...], node: Node) -> str:
         """What --overwrite makes of an entry, given what the target has there."""
-        st = lstat_at(self._dirs.existing(rel[:-1]), rel[-1])
+        fresh = rel[:-1] in self._fresh
+        st = None if fresh else lstat_at(self._dirs.existing(rel[:-1]), rel[-1])
         if st is None:
             return CREATE
         mode = self.opts.overwrite
@@ -262,10 +322,12 @@ class Restorer:
             return self.result
         self._dirs = Dirs(root_fd)
         try:
+            if not self.opts.is_dry_run:
+                with os.scandir(root_fd) as entries:
+                    if next(entries, None) is None:
+                        self._fresh.add(())
             self._run_phases()
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
             self._dirs.close()
             os.close(root_fd)
         return self.result
@@ -290,138 +352,371 @@ class Restorer:
             self.reporter.planned(_show(item.rel), CREATE)
 
     def _make_dirs(self) -> None:
+        """Make the folders level by level, each level's spread over the workers: a
+        mkdir allocates an inode as a file's creation does, often the slowest part."""
+        levels: dict[int, list[tuple[bytes, ...]]] = {}
         for rel, _node in self.dirs:
-            try:
-                os.mkdir(rel[-1], 0o700, dir_fd=self._dirs.fd(rel[:-1]))
-            except FileExistsError:
-                st = os.stat(rel[-1], dir_fd=self._dirs.fd(rel[:-1]), follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    if self.opts.overwrite == "never":
-                        self._error(rel, "exists and is not a directory")
-                        continue
-                    remove_entry(self._dirs.fd(rel[:-1]), rel[-1])
-                    os.mkdir(rel[-1], 0o700, dir_fd=self._dirs.fd(rel[:-1]))
+            levels.setdefault(len(rel), []).append(rel)
+        for depth in sorted(levels):
+            rels = levels[depth]
+            parents: Parents = {}
+            for rel in rels:
+                if rel[:-1] not in parents:
+                    try:
+                        parents[rel[:-1]] = self._dirs.pin(rel[:-1])
+                    except OSError as exc:
+                        parents[rel[:-1]] = exc
+            ways = max(1, min(self.opts.threads, len(rels) // MKDIRS_PER_THREAD))
+            size = -(-len(rels) // ways)
+            parts = [rels[i : i + size] for i in range(0, len(rels), size)]
+            outcomes = _in_parallel(parts, functools.partial(self._make_dir, parents))
+            for parent, fd in parents.items():
+                if isinstance(fd, int):
+                    self._dirs.unpin(parent)
+            for rel, problem in zip(rels, outcomes, strict=True):
+                if problem is None:
+                    self._fresh.add(rel)
                     self.result.dirs += 1
-            except OSError as exc:
-                self._error(rel, exc.strerror or str(exc))
-            else:
-                self.result.dirs += 1
+                elif problem:
+                    self._bad_dirs.add(rel)
+                    self._error(rel, problem)
 
-    def _open_item(self, item: _File) -> int:
-        parent = self._dirs.fd(item.rel[:-1])
-        name = item.rel[-1]
-        if item.action == PATCH:
-            fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        else:
-            # Replace whatever is there: writing into an existing inode could reach a
-            # file outside the target through a hard link, or follow a symlink.
-            with contextlib.suppress(FileNotFoundError):
-                remove_entry(parent, name)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(name, flags, 0o600, dir_fd=parent)
-        os.ftruncate(fd, item.node.size)
-        return fd
+    def _make_dir(self, parents: Parents, rel: tuple[bytes, ...]) -> str | None:
+        """None when made, "" when already a folder, else what went wrong (on a worker)."""
+        parent = parents[rel[:-1]]
+        try:
+            if isinstance(parent, OSError):
+                raise OSError(parent.errno, parent.strerror)
+            try:
+                os.mkdir(rel[-1], 0o700, dir_fd=parent)
+            except FileExistsError:
+                st = os.stat(rel[-1], dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    return ""
+                if self.opts.overwrite == "never":
+                    raise OSError(errno.EEXIST, "exists and is not a directory") from None
+                remove_entry(parent, rel[-1])
+                os.mkdir(rel[-1], 0o700, dir_fd=parent)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
 
-    def _fd(self, index: int) -> int:
-        fd = self._fds.get(index)
-        if fd is not None:
-            self._fds.move_to_end(index)
-            return fd
-        item = self.files[index]
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(item.rel[-1], flags, dir_fd=self._dirs.fd(item.rel[:-1]))
-        self._remember(index, fd)
-        return fd
-
-    def _remember(self, index: int, fd: int) -> None:
-        self._fds[index] = fd
-        while len(self._fds) > OPEN_FILES:
-            os.close(self._fds.popitem(last=False)[1])
+    # -- writing file contents -------------------------------------------------------
 
     def _write_files(self) -> None:
-        by_pack: dict[bytes, dict[BlobId, list[tuple[int, int]]]] = {}
+        """Plan the pack ranges to read, then run them on the workers (see the module
+        doc). Files with nothing to fetch (empty ones) are handed out by folder."""
+        by_pack: dict[bytes, dict[BlobId, BlobLocation | None]] = {}
+        lone: list[int] = []
         for index, item in enumerate(self.files):
             if item.action == SKIP:
                 item.remaining = -1
                 continue
+            for blob_id, offset in item.fetch:
+                targets = self._targets.get(blob_id)
+                if targets is None:
+                    loc = self.repo.index.lookup(BlobType.DATA, blob_id)
+                    if loc is None:
+                        continue  # planned only when indexed
+                    targets = self._targets[blob_id] = []
+                    by_pack.setdefault(loc.pack, {})[blob_id] = loc
+                targets.append((index, offset))
+                item.remaining += 1
+            if not item.remaining:
+                lone.append(index)
+        gap = read_gap(self.repo)
+        work = [
+            part
+            for pack, locs in by_pack.items()
+            for start, end, blobs in runs(locs, gap)
+            for part in self._split((pack, start, end, blobs))
+        ]
+        del by_pack
+        self._prepare_shared(work)
+        by_folder: dict[tuple[bytes, ...], list[int]] = {}
+        for index in lone:
+            by_folder.setdefault(self.files[index].rel[:-1], []).append(index)
+        units = [
+            _Unit(None, batch[i : i + LONE_BATCH])
+            for batch in by_folder.values()
+            for i in range(0, len(batch), LONE_BATCH)
+        ]
+        units += [_Unit(run, []) for run in work]
+        self._run_units(self._lanes(units))
+
+    def _split(self, run: Run) -> Iterator[Run]:
+        """A pack range cut into ranges of at most UNIT_FILES chunk writes: a range of
+        small files can hold hundreds of them, and the workers share out ranges."""
+        pack, _start, _end, blobs = run
+        part: list[tuple[BlobId, BlobLocation]] = []
+        writes = 0
+        for blob_id, loc in blobs:
+            targets = len(self._targets[blob_id])
+            if part and writes + targets > UNIT_FILES:
+                yield _range(pack, part)
+                part, writes = [], 0
+            part.append((blob_id, loc))
+            writes += targets
+        if part:
+            yield _range(pack, part)
+
+    def _prepare_shared(self, work: list[Run]) -> None:
+        """Create up front each file that several ranges write to, at its full size."""
+        seen: dict[int, int] = {}  # file index -> the first range writing it
+        for number, (_pack, _start, _end, blobs) in enumerate(work):
+            for blob_id, _loc in blobs:
+                for index, _offset in self._targets[blob_id]:
+                    if seen.setdefault(index, number) != number:
+                        self.files[index].shared = True
+        for item in self.files:
+            if not item.shared:
+                continue
             try:
-                self._remember(index, self._open_item(item))
+                fd = self._create(item, self._dirs.fd(item.rel[:-1]))
+                try:
+                    os.ftruncate(fd, item.node.size)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 self._error(item.rel, exc.strerror or str(exc))
                 item.remaining = -1
-                continue
-            for blob_id, offset in item.fetch:
-                loc = self.repo.index.lookup(BlobType.DATA, blob_id)
-                if loc is None:
-                    continue  # planned only when indexed
-                by_pack.setdefault(loc.pack, {}).setdefault(blob_id, []).append((index, offset))
-                item.remaining += 1
-            self._maybe_finish(index)
-        self._fetch_and_write(by_pack)
-
-    def _runs(self, by_pack: dict[bytes, dict[BlobId, list[tuple[int, int]]]]) -> Iterator[Run]:
-        for pack, blobs in by_pack.items():
-            locs = {b: self.repo.index.lookup(BlobType.DATA, b) for b in blobs}
-            for start, end, run in runs(locs):
-                yield pack, start, end, run
-
-    def _fetch_and_write(self, by_pack: dict[bytes, dict[BlobId, list[tuple[int, int]]]]) -> None:
-        """Reading and decrypting run on a pool (pread, zstd and the network release
-        the GIL); writing stays on this thread, which owns every descriptor."""
-        targets = {b: t for blobs in by_pack.values() for b, t in blobs.items()}
-        threads = max(1, self.opts.threads)
-        pending: collections.deque[tuple[Run, Future[list[tuple[BlobId, bytes, str | None]]]]]
-        pending = collections.deque()
-        with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
-            for run in self._runs(by_pack):
-                pending.append((run, pool.submit(fetch_run, self.repo, *run)))
-                while len(pending) > threads + 1:
-                    self._write_run(*pending.popleft(), targets)
-            while pending:
-                self._write_run(*pending.popleft(), targets)
-
-    def _write_run(
-        self,
-        run: Run,
-        future: Future[list[tuple[BlobId, bytes, str | None]]],
-        targets: dict[BlobId, list[tuple[int, int]]],
-    ) -> None:
-        locs = dict(run[3])
-        for blob_id, data, problem in future.result():
-            for index, offset in targets[blob_id]:
-                item = self.files[index]
-                if problem is not None:
-                    end = offset + locs[blob_id].raw_length
-                    item.damaged.append((offset, end, problem))
-                elif not (self.opts.is_sparse and data.count(0) == len(data)):
-                    self._pwrite(index, data, offset)
-                item.remaining -= 1
-                self._maybe_finish(index)
-
-    def _pwrite(self, index: int, data: bytes, offset: int) -> None:
-        fd = self._fd(index)
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-        self.result.bytes += len(data)
-        self.reporter.bytes_written(len(data))
-
-    def _maybe_finish(self, index: int) -> None:
-        item = self.files[index]
-        if item.remaining != 0:
-            return
-        item.remaining = -1
-        fd = self._fd(index)
-        try:
-            if item.damaged:
-                for start, end, why in item.damaged:
-                    self._error(item.rel, f"damaged bytes {start}-{end}: {why}")
+                item.failed = True
             else:
-                apply_fd_metadata(fd, item.node)
-                self.result.files += 1
+                item.created = True
+                item.end = item.node.size
+
+    def _lanes(self, units: list[_Unit]) -> list[list[_Unit]]:
+        """Cut the units, in pack order, into one stretch per worker of about equal
+        weight (bytes to write, a created file counting as FILE_COST). Packs hold files
+        in tree order, so the workers create and write files in different folders and
+        files: creating an entry holds its folder's lock, writing holds the file's, and
+        a worker waiting for such a lock spins on a core."""
+        weights = [self._weight(unit) for unit in units]
+        ways = max(1, min(self.opts.threads, len(units)))
+        share = sum(weights) / ways
+        lanes: list[list[_Unit]] = [[] for _ in range(ways)]
+        done = 0
+        for unit, weight in zip(units, weights, strict=True):
+            lanes[min(ways - 1, int(done // share) if share else 0)].append(unit)
+            done += weight
+        return [lane for lane in lanes if lane]
+
+    def _weight(self, unit: _Unit) -> int:
+        if unit.run is None:
+            return FILE_COST * len(unit.lone)
+        weight = 0
+        created: set[int] = set()
+        for blob_id, loc in unit.run[3]:
+            targets = self._targets[blob_id]
+            weight += loc.raw_length * len(targets)
+            created.update(index for index, _offset in targets if not self.files[index].shared)
+        return weight + FILE_COST * len(created)
+
+    def _run_units(self, lanes: list[list[_Unit]]) -> None:
+        """Run each lane on a thread of its own, one unit at a time, handed over by this
+        thread, which pins the folders of a unit's files before and collects its outcome
+        after; a worker done with its lane helps with another. A running unit holds one
+        pack range in memory."""
+        todo: list[queue.SimpleQueue[_Unit | None]] = [queue.SimpleQueue() for _ in lanes]
+        done: queue.SimpleQueue[tuple[int, _Unit, _Outcome | BaseException]]
+        done = queue.SimpleQueue()
+
+        def work(lane: int) -> None:
+            while (unit := todo[lane].get()) is not None:
+                try:
+                    outcome: _Outcome | BaseException = self._run_unit(unit)
+                except BaseException as exc:  # raised again on the owning thread
+                    outcome = exc
+                done.put((lane, unit, outcome))
+
+        waiting = [collections.deque(lane) for lane in lanes]
+
+        def hand_out(lane: int) -> int:
+            if waiting[lane]:
+                unit = waiting[lane].popleft()
+            else:
+                # Done with its stretch: take the far end of the longest one left, away
+                # from where its own worker is.
+                longest = max(waiting, key=len)
+                if not longest:
+                    return 0
+                unit = longest.pop()
+            self._pin_parents(unit)
+            todo[lane].put(unit)
+            return 1
+
+        workers = [
+            threading.Thread(target=work, args=(lane,), name=f"restore-{lane}", daemon=True)
+            for lane in range(len(lanes))
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            running = sum(hand_out(lane) for lane in range(len(lanes)))
+            while running:
+                lane, unit, outcome = done.get()
+                running -= 1
+                if not isinstance(outcome, BaseException):
+                    running += hand_out(lane)  # first: its worker waits for nothing else
+                self._collect(unit, outcome)
         finally:
-            os.close(self._fds.pop(index))
+            for orders in todo:
+                orders.put(None)
+            for worker in workers:
+                worker.join()
+
+    def _pin_parents(self, unit: _Unit) -> None:
+        indexes = list(unit.lone)
+        if unit.run is not None:
+            for blob_id, _loc in unit.run[3]:
+                indexes.extend(index for index, _offset in self._targets[blob_id])
+        for index in indexes:
+            parent = self.files[index].rel[:-1]
+            if parent not in unit.parents:
+                try:
+                    unit.parents[parent] = self._dirs.pin(parent)
+                except OSError as exc:
+                    unit.parents[parent] = exc
+
+    def _collect(self, unit: _Unit, outcome: _Outcome | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for parent, fd in unit.parents.items():
+            if isinstance(fd, int):
+                self._dirs.unpin(parent)
+        self.result.files += outcome.files
+        self.result.bytes += outcome.written
+        if outcome.written:
+            self.reporter.bytes_written(outcome.written)
+        for rel, message in outcome.errors:
+            self._error(rel, message)
+
+    # The rest of this section runs on the workers.
+
+    def _run_unit(self, unit: _Unit) -> _Outcome:
+        out = _Outcome()
+        fds: dict[int, int] = {}  # this unit's open files, oldest first
+        try:
+            for index in unit.lone:
+                self.files[index].remaining = -1
+                self._finish(index, unit, fds, out)
+            if unit.run is not None:
+                for blob_id, loc, data, problem in decode_run(self.repo, unit.run, self._budget):
+                    for index, offset in self._targets[blob_id]:
+                        self._put(index, offset, loc.raw_length, data, problem, unit, fds, out)
+                    del data  # before the next blob is opened: one plaintext at a time
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return out
+
+    def _put(
+        self,
+        index: int,
+        offset: int,
+        raw_length: int,
+        data: Data,
+        problem: str,
+        unit: _Unit,
+        fds: dict[int, int],
+        out: _Outcome,
+    ) -> None:
+        """Write one chunk into one file; finish the file when it was its last."""
+        item = self.files[index]
+        if item.remaining < 0:
+            return  # failed already
+        damage = (offset, offset + raw_length, problem) if problem else None
+        if damage is None and not (self.opts.is_sparse and _is_zero(data)):
+            try:
+                _pwrite_all(self._open(index, unit, fds), data, offset)
+            except OSError as exc:
+                self._fail(index, exc, fds, out)
+                return
+            out.written += len(data)
+            item.end = max(item.end, offset + len(data))
+        if self._count_down(item, damage):
+            self._finish(index, unit, fds, out)
+
+    def _count_down(self, item: _File, damage: tuple[int, int, str] | None) -> bool:
+        """Account one chunk of a file; True for the chunk that completes it."""
+        if item.shared:
+            with self._lock:
+                return _tick(item, damage)
+        return _tick(item, damage)
+
+    def _fail(self, index: int, exc: OSError, fds: dict[int, int], out: _Outcome) -> None:
+        """A file could not be opened or written: say so once; its other chunks are dropped."""
+        item = self.files[index]
+        with self._lock:
+            first = item.remaining >= 0
+            item.remaining = -1
+            item.failed = True
+        if index in fds:
+            os.close(fds.pop(index))
+        if first:
+            out.errors.append((item.rel, exc.strerror or str(exc)))
+
+    def _finish(self, index: int, unit: _Unit, fds: dict[int, int], out: _Outcome) -> None:
+        """All chunks are written: set the size, then the metadata unless it is damaged."""
+        item = self.files[index]
+        try:
+            fd = self._open(index, unit, fds)
+            if item.end < item.node.size:  # a sparse hole or damage at its end
+                os.ftruncate(fd, item.node.size)
+            if not item.damaged:
+                apply_fd_metadata(fd, item.node)
+                out.files += 1
+        except OSError as exc:
+            item.failed = True
+            out.errors.append((item.rel, exc.strerror or str(exc)))
+        finally:
+            if index in fds:
+                os.close(fds.pop(index))
+        for start, end, why in item.damaged:
+            out.errors.append((item.rel, f"damaged bytes {start}-{end}: {why}"))
+
+    def _open(self, index: int, unit: _Unit, fds: dict[int, int]) -> int:
+        fd = fds.get(index)
+        if fd is not None:
+            return fd
+        item = self.files[index]
+        parent = unit.parents[item.rel[:-1]]
+        if isinstance(parent, OSError):
+            raise OSError(parent.errno, parent.strerror)
+        if item.created:
+            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(item.rel[-1], flags, dir_fd=parent)
+        else:
+            fd = self._create(item, parent)
+            item.created = True
+        fds[index] = fd
+        if len(fds) > OPEN_FILES:
+            os.close(fds.pop(next(iter(fds))))
+        return fd
+
+    @staticmethod
+    def _create(item: _File, parent: int) -> int:
+        """Open a file for its first write as its action says; a patched one is cut to
+        its size at once, a new one grows with its writes."""
+        name = item.rel[-1]
+        if item.action == PATCH:
+            fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.ftruncate(fd, item.node.size)
+            except OSError:
+                os.close(fd)
+                raise
+            item.end = item.node.size
+            return fd
+        if item.action == REPLACE:
+            # Replace whatever is there: writing into an existing inode could reach a
+            # file outside the target through a hard link, or follow a symlink.
+            with contextlib.suppress(FileNotFoundError):
+                remove_entry(parent, name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(name, flags, 0o600, dir_fd=parent)
+
+    # -- the rest ----------------------------------------------------------------------
 
     def _make_links_and_others(self) -> None:
         for first, rel in self.links:
@@ -472,6 +767,8 @@ class Restorer:
 
     def _dir_metadata(self) -> None:
         for rel, node in reversed(self.dirs):
+            if rel in self._bad_dirs:
+                continue  # reported already
             try:
                 apply_fd_metadata(self._dirs.fd(rel), node)
             except OSError as exc:
@@ -479,7 +776,7 @@ class Restorer:
 
     def _verify(self) -> None:
         for item in self.files:
-            if item.damaged or not item.node.size or item.action == SKIP:
+            if item.damaged or item.failed or not item.node.size or item.action == SKIP:
                 continue
             problem = verify_file(self.repo, self._dirs.fd(item.rel[:-1]), item.rel[-1], item.blobs)
             if problem:
@@ -491,3 +788,59 @@ def _open_target(target: bytes) -> int | None:
         return os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
+
+
+def _in_parallel(parts: list[list[_T]], work: Callable[[_T], _R]) -> list[_R]:
+    """work() on every item, a part per thread (the first on this one), in order."""
+    results: list[list[_R]] = [[] for _ in parts]
+    failures: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            results[number] = [work(item) for item in parts[number]]
+        except BaseException as exc:  # raised again on this thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(1, len(parts))]
+    for thread in threads:
+        thread.start()
+    run(0)
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [result for part in results for result in part]
+
+
+def _tick(item: _File, damage: tuple[int, int, str] | None) -> bool:
+    if item.remaining < 0:
+        return False
+    if damage is not None:
+        item.damaged.append(damage)
+    item.remaining -= 1
+    if item.remaining:
+        return False
+    item.remaining = -1
+    return True
+
+
+def _range(pack: bytes, blobs: list[tuple[BlobId, BlobLocation]]) -> Run:
+    """The pack range holding these blobs (in pack order)."""
+    return pack, blobs[0][1].offset, max(loc.offset + loc.length for _b, loc in blobs), blobs
+
+
+def _is_zero(data: Data) -> bool:
+    """Whether a chunk is all zero bytes (a hole with --sparse)."""
+    size = len(data)
+    if size and (data[0] or data[size // 2] or data[-1]):
+        return False  # nearly every chunk with data says so at once
+    # An incompressible (raw, so viewed) chunk is never all zeros: the copy is moot.
+    whole = data if isinstance(data, bytes) else bytes(data)
+    return whole.count(0) == size
+
+
+def _pwrite_all(fd: int, data: Data, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

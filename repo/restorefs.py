@@ -8,7 +8,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable
 
 from repo.tree import Node
 
@@ -17,25 +16,53 @@ OPEN_DIRS = 128
 
 class Dirs:
     """Open directory descriptors below the target, opened component by component
-    with O_NOFOLLOW so a symlink planted in the target is never followed."""
+    with O_NOFOLLOW so a symlink planted in the target is never followed.
+
+    Only the thread that owns it calls it; a descriptor handed to a worker is pinned
+    until the worker is done with it, so it is never closed (and its number reused for
+    another folder) under that worker."""
 
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self._fds: collections.OrderedDict[tuple[bytes, ...], int] = collections.OrderedDict()
+        self._pins: dict[tuple[bytes, ...], int] = {}
 
     def fd(self, rel: tuple[bytes, ...]) -> int:
+        fd = self._get(rel)
+        self._evict(rel)
+        return fd
+
+    def _get(self, rel: tuple[bytes, ...]) -> int:
         if not rel:
             return self.root_fd
         fd = self._fds.get(rel)
         if fd is not None:
             self._fds.move_to_end(rel)
             return fd
-        parent = self.fd(rel[:-1])
+        parent = self._get(rel[:-1])
         fd = os.open(rel[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
         self._fds[rel] = fd
-        while len(self._fds) > OPEN_DIRS:
-            os.close(self._fds.popitem(last=False)[1])
         return fd
+
+    def _evict(self, keep: tuple[bytes, ...]) -> None:
+        """Close the least recently used unpinned descriptors down to OPEN_DIRS, never
+        `keep`, the one just asked for."""
+        extra = len(self._fds) - OPEN_DIRS
+        if extra > 0:
+            idle = [r for r in self._fds if r not in self._pins and r != keep]
+            for rel in idle[:extra]:
+                os.close(self._fds.pop(rel))
+
+    def pin(self, rel: tuple[bytes, ...]) -> int:
+        """The folder's descriptor, kept open until as many unpin() calls."""
+        fd = self.fd(rel)
+        self._pins[rel] = self._pins.get(rel, 0) + 1
+        return fd
+
+    def unpin(self, rel: tuple[bytes, ...]) -> None:
+        left = self._pins.pop(rel) - 1
+        if left:
+            self._pins[rel] = left
 
     def existing(self, rel: tuple[bytes, ...]) -> int | None:
         """The directory's descriptor, or None when it is not (yet) a real directory."""
@@ -52,6 +79,7 @@ class Dirs:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._pins.clear()
 
 
 def lstat_at(parent: int | None, name: bytes) -> os.stat_result | None:
@@ -63,15 +91,10 @@ def lstat_at(parent: int | None, name: bytes) -> os.stat_result | None:
         return None
 
 
-def _chown(apply: Callable[[], None]) -> None:
-    # Not root: keep our own uid/gid, as restic does.
-    with contextlib.suppress(PermissionError):
-        apply()
-
-
 def apply_fd_metadata(fd: int, node: Node) -> None:
     """Owner, mode, xattrs and times, in that order (chown clears set-id bits)."""
-    _chown(lambda: os.fchown(fd, node.uid, node.gid))
+    with contextlib.suppress(PermissionError):  # not root: keep our own, as restic does
+        os.fchown(fd, node.uid, node.gid)
     os.fchmod(fd, node.mode)
     for name, value in node.xattrs:
         try:
@@ -119,7 +142,8 @@ def make_special(parent: int, name: bytes, node: Node) -> None:
         os.mknod(name, kind | 0o600, node.rdev, dir_fd=parent)
     else:
         raise OSError(errno.ENOTSUP, f"cannot restore a {node.type}")
-    _chown(lambda: os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False))
+    with contextlib.suppress(PermissionError):  # not root: as above
+        os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
     if node.type != "symlink":
         os.chmod(name, node.mode, dir_fd=parent)
     times = (node.atime_ns or node.mtime_ns, node.mtime_ns)

@@ -1,0 +1,573 @@
+"""Tests for repo.restore, repo.restorefs, repo.packread and repo.dump: contents and
+metadata restored exactly, sparse holes, overwrite modes, --delete, --dry-run, damage,
+the worker pool's bookkeeping, and dump's read-ahead."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MakeRepo
+from strategies import PASSWORD, seeded
+
+from chunker import ChunkerParams
+from repo import packread, restore, restorefs
+from repo.backend.local import LocalBackend
+from repo.backend.memory import MemoryBackend
+from repo.backup import Archiver, BackupOptions, QuietReporter
+from repo.dump import dump_file, file_chunks
+from repo.errors import DamagedObject
+from repo.pattern import split_path
+from repo.repository import Repository
+from repo.restore import RestoreOptions, Restorer, RestoreResult
+from repo.restorefs import Dirs
+from repo.tree import Node
+from repo.types import BlobLocation, BlobType, Handle, Kind
+from repo.walk import file_content, find_node
+
+TINY_CHUNKS = ChunkerParams(min_size=64, avg_size=256, max_size=1024)
+OLD_NS = 1_600_000_000_123_456_789
+ZEROS = 64 * 1024
+
+
+class CountingBackend(MemoryBackend):
+    """A memory backend that records every range read of a data pack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_reads: list[tuple[str, int, int | None]] = []
+
+    def read(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        if handle.kind is Kind.DATA:
+            self.data_reads.append((handle.name, offset, length))
+        return super().read(handle, offset, length)
+
+
+class Collect:
+    """A reporter that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+        self.plan: list[tuple[str, str]] = []
+        self.written = 0
+
+    def bytes_written(self, n: int) -> None:
+        self.written += n
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append((path, message))
+
+    def planned(self, path: str, action: str) -> None:
+        self.plan.append((path, action))
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _make_source(root: Path) -> dict[str, bytes]:
+    """Files of every shape a restore treats differently; returns their contents."""
+    rng = seeded(7)
+    files = {
+        "big.bin": rng.randbytes(40_000),  # many chunks, several packs and pack ranges
+        "same1.txt": b"twice the same chunk\n",
+        "sub/same2.txt": b"twice the same chunk\n",
+        "empty": b"",
+        # All-zero chunks in the middle and at the end: holes with --sparse.
+        "sparse.img": rng.randbytes(3000) + bytes(ZEROS) + rng.randbytes(2000) + bytes(ZEROS),
+        "sub/deeper/text.txt": b"some text that compresses well " * 300,
+    }
+    for i in range(12):
+        files[f"many/d{i}/empty"] = b""
+        files[f"many/d{i}/small"] = f"file {i}\n".encode()
+    for rel, data in files.items():
+        _write(root / rel, data)
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        os.utime(path, ns=(OLD_NS, OLD_NS))
+    os.chmod(root / "sub/deeper/text.txt", 0o640)
+    return files
+
+
+def _backup(repo: Repository, src: Path) -> None:
+    opts = BackupOptions(paths=[os.fsencode(src)], hostname="h", username="u", time_ns=OLD_NS)
+    archiver = Archiver(repo, opts, QuietReporter())
+    archiver.run()
+    assert archiver.stats.errors == 0
+
+
+@pytest.fixture
+def source(make_repo: MakeRepo, tmp_path: Path) -> tuple[CountingBackend, Path, dict[str, bytes]]:
+    """A source tree backed up into a small-pack repository."""
+    backend = CountingBackend()
+    repo = make_repo(backend, pack_size=4096, chunker=TINY_CHUNKS)
+    src = tmp_path / "src"
+    files = _make_source(src)
+    _backup(repo, src)
+    return backend, src, files
+
+
+def _restore(
+    backend: MemoryBackend, src: Path, target: Path, **options: object
+) -> tuple[RestoreResult, Collect]:
+    repo = Repository.open(backend, PASSWORD)
+    try:
+        (snap,) = repo.list_snapshots()
+        path = os.fsencode(src)
+        root = find_node(repo, snap.tree, path)
+        reporter = Collect()
+        opts = RestoreOptions(os.fsencode(target), **options)  # type: ignore[arg-type]
+        result = Restorer(repo, root, split_path(path), opts, reporter).run()
+    finally:
+        repo.close()
+    return result, reporter
+
+
+def _assert_restored(target: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = target / rel
+        assert path.read_bytes() == data, rel
+        assert path.stat().st_mtime_ns == OLD_NS, rel
+
+
+@pytest.fixture(params=[1, 3])
+def threads(request: pytest.FixtureRequest) -> int:
+    """Restores run with one worker and with several."""
+    return int(request.param)
+
+
+# -- contents and metadata -----------------------------------------------------------
+
+
+def test_restore_is_exact(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
+) -> None:
+    """Every file comes back byte for byte with its mtime and mode; folders too."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=threads)
+    assert reporter.errors == []
+    assert result.errors == 0
+    assert result.files == len(files)
+    assert result.bytes == reporter.written == sum(len(d) for d in files.values())
+    _assert_restored(target, files)
+    assert (target / "sub/deeper/text.txt").stat().st_mode & 0o777 == 0o640
+    assert (target / "sub").stat().st_mtime_ns == OLD_NS
+
+
+def test_a_file_spanning_many_pack_ranges(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With tiny range reads, one file is written by many workers' ranges; it still
+    comes back exact, with its metadata applied once all of it is there."""
+    monkeypatch.setattr(packread, "MAX_READ", 2048)
+    backend, src, files = source
+    target = tmp_path / "out"
+    _result, reporter = _restore(backend, src, target, threads=threads)
+    assert reporter.errors == []
+    _assert_restored(target, files)
+    big_reads = {r for r in backend.data_reads if r[2] is not None and r[2] <= 2048}
+    assert len(big_reads) > 10
+
+
+def test_a_worker_done_with_its_lane_helps_with_another(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However unevenly the work is cut, every unit runs once and the restore is exact."""
+
+    def uneven(self: Restorer, units: list[restore._Unit]) -> list[list[restore._Unit]]:
+        return [units[:1], units[1:]]
+
+    monkeypatch.setattr(Restorer, "_lanes", uneven)
+    monkeypatch.setattr(packread, "MAX_READ", 2048)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=2)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+
+
+def test_each_pack_range_is_read_once(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """A chunk that several files hold is written to all of them from one read, and no
+    range of a pack is read twice."""
+    backend, src, files = source
+    repo = Repository.open(backend, PASSWORD)
+    (snap,) = repo.list_snapshots()
+    path = os.fsencode(src)
+    (blob,) = file_content(repo, find_node(repo, snap.tree, path + b"/same1.txt"))
+    assert file_content(repo, find_node(repo, snap.tree, path + b"/sub/same2.txt")) == [blob]
+    loc = repo.index.lookup(BlobType.DATA, blob)
+    assert loc is not None
+    repo.close()
+    backend.data_reads.clear()
+    _restore(backend, src, tmp_path / "out")
+    data_reads = [r for r in backend.data_reads if r[2] is not None]
+    assert len(data_reads) == len(set(data_reads))
+    covering = [
+        r for r in data_reads if r[0] == loc.pack.hex() and r[1] <= loc.offset < r[1] + (r[2] or 0)
+    ]
+    assert len(covering) == 1
+    assert (tmp_path / "out/same1.txt").read_bytes() == files["same1.txt"]
+    assert (tmp_path / "out/sub/same2.txt").read_bytes() == files["sub/same2.txt"]
+
+
+def test_sparse_restore_leaves_holes(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
+) -> None:
+    """--sparse writes no all-zero chunk, in the middle or at the end of a file, and
+    the file still has its full size and bytes."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, is_sparse=True, threads=threads)
+    assert reporter.errors == []
+    _assert_restored(target, files)
+    st = (target / "sparse.img").stat()
+    assert st.st_size == len(files["sparse.img"])
+    assert st.st_blocks * 512 <= st.st_size - ZEROS  # at least a whole zero run is a hole
+    assert result.bytes < sum(len(d) for d in files.values()) - ZEROS
+
+
+def test_sparse_hole_at_the_end_of_a_small_file(make_repo: MakeRepo, tmp_path: Path) -> None:
+    """A file read whole in one pack range, ending in zero chunks, still gets its size."""
+    backend = MemoryBackend()
+    repo = make_repo(backend, chunker=TINY_CHUNKS)  # one big pack: one range per file
+    src = tmp_path / "src"
+    data = seeded(3).randbytes(700) + bytes(3000)
+    _write(src / "tail.bin", data)
+    _backup(repo, src)
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, is_sparse=True)
+    assert reporter.errors == []
+    assert (target / "tail.bin").read_bytes() == data
+    assert result.bytes < len(data) - 2048
+
+
+def test_restore_across_more_folders_than_open_descriptors(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Folders held open for running workers (making folders, writing files) are never
+    closed under them, however few descriptors the restore may keep."""
+    monkeypatch.setattr(restorefs, "OPEN_DIRS", 2)
+    monkeypatch.setattr(restore, "LONE_BATCH", 3)
+    monkeypatch.setattr(restore, "MKDIRS_PER_THREAD", 1)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=3)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+
+
+def test_pinned_folders_stay_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening more folders than OPEN_DIRS closes only descriptors nobody pinned."""
+    monkeypatch.setattr(restorefs, "OPEN_DIRS", 2)
+    for i in range(6):
+        (tmp_path / f"d{i}").mkdir()
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    dirs = Dirs(root)
+    try:
+        pinned = {i: dirs.pin((f"d{i}".encode(),)) for i in range(3)}
+        for i in range(3, 6):
+            dirs.fd((f"d{i}".encode(),))
+        for i, fd in pinned.items():
+            assert os.fstat(fd).st_ino == (tmp_path / f"d{i}").stat().st_ino
+        for i in range(3):
+            dirs.unpin((f"d{i}".encode(),))
+        dirs.fd((b"d5",))
+        assert len(dirs._fds) <= 2
+    finally:
+        dirs.close()
+        os.close(root)
+
+
+def test_a_fresh_target_is_not_looked_at_entry_by_entry(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Into an empty target every entry is new: no lstat per entry before creating it."""
+    looked: list[bytes] = []
+
+    def lstat_at(parent: int | None, name: bytes) -> os.stat_result | None:
+        looked.append(name)
+        return restorefs.lstat_at(parent, name)
+
+    monkeypatch.setattr(restore, "lstat_at", lstat_at)
+    backend, src, files = source
+    target = tmp_path / "out"
+    target.mkdir()
+    _result, reporter = _restore(backend, src, target)
+    assert reporter.errors == []
+    assert looked == []
+    _assert_restored(target, files)
+
+
+def test_a_failed_write_is_an_error_for_that_file_only(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that fails (a full disk) is reported once for its file, which gets no
+    metadata; the other files are restored."""
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("big.bin"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(packread, "MAX_READ", 2048)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=threads)
+    assert reporter.errors == [("big.bin", "No space left on device")]
+    assert result.errors == 1
+    assert (target / "big.bin").stat().st_mtime_ns != OLD_NS
+    _assert_restored(target, {r: d for r, d in files.items() if r != "big.bin"})
+
+
+# -- what the target already holds ---------------------------------------------------
+
+
+def test_overwrite_always_replaces_and_never_writes_through_links(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """An existing file is replaced by a new inode: a hard link to a file outside the
+    target keeps that file's bytes."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    target.mkdir()
+    os.link(outside, target / "same1.txt")
+    result, reporter = _restore(backend, src, target)
+    assert reporter.errors == []
+    assert outside.read_bytes() == b"precious"
+    _assert_restored(target, files)
+    assert result.skipped == 0
+
+
+def test_overwrite_if_changed_rewrites_only_what_differs(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """if-changed writes only the chunks that differ, cuts a grown file to size, and
+    leaves the others' bytes alone."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    _restore(backend, src, target)
+    with open(target / "big.bin", "r+b") as f:
+        f.seek(20_000)
+        f.write(b"\xff" * 10)
+    with open(target / "sub/deeper/text.txt", "ab") as f:
+        f.write(b"grown")
+    result, reporter = _restore(backend, src, target, overwrite="if-changed")
+    assert reporter.errors == []
+    _assert_restored(target, files)
+    assert 0 < result.bytes < 2048 + len(files["sub/deeper/text.txt"])
+
+
+def test_overwrite_if_newer_and_never(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """if-newer keeps a file newer than the snapshot's; never keeps every existing file
+    but still creates missing ones."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    _write(target / "same1.txt", b"newer")
+    _write(target / "big.bin", b"older")
+    os.utime(target / "big.bin", ns=(1, 1))
+    result, _reporter = _restore(backend, src, target, overwrite="if-newer")
+    assert (target / "same1.txt").read_bytes() == b"newer"
+    assert (target / "big.bin").read_bytes() == files["big.bin"]
+    assert result.skipped == 1
+    (target / "big.bin").write_bytes(b"kept")
+    (target / "empty").unlink()
+    result, _reporter = _restore(backend, src, target, overwrite="never")
+    assert (target / "big.bin").read_bytes() == b"kept"
+    assert (target / "empty").exists()
+
+
+def test_delete_and_dry_run(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """--dry-run lists what would happen and changes nothing; --delete then removes
+    what the snapshot lacks."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    _write(target / "extra.txt", b"not in the snapshot")
+    _write(target / "sub/extra/inner", b"neither")
+    result, reporter = _restore(backend, src, target, is_dry_run=True, is_delete=True)
+    assert sorted(p.name for p in target.iterdir()) == ["extra.txt", "sub"]
+    assert ("extra.txt", "delete") in reporter.plan
+    assert ("big.bin", "create") in reporter.plan
+    result, reporter = _restore(backend, src, target, is_delete=True, is_verify=True)
+    assert reporter.errors == []
+    assert result.deleted == 2
+    assert not (target / "extra.txt").exists()
+    assert not (target / "sub/extra").exists()
+    _assert_restored(target, files)
+
+
+def test_a_file_in_the_way_of_a_folder_fails_only_that_folder(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
+) -> None:
+    """With --overwrite never, a file where a folder belongs is an error for it and
+    for each file below it; everything else is restored."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    _write(target / "sub", b"a file, not a folder")
+    result, reporter = _restore(backend, src, target, overwrite="never", threads=threads)
+    failed = {path for path, _message in reporter.errors}
+    assert failed == {"sub", "sub/same2.txt", "sub/deeper", "sub/deeper/text.txt"}
+    assert result.errors == len(failed)
+    _assert_restored(target, {r: d for r, d in files.items() if not r.startswith("sub")})
+
+
+# -- damage --------------------------------------------------------------------------
+
+
+def _damage_pack_of(backend: MemoryBackend, src: Path, rel: str, nth: int) -> tuple[int, int]:
+    """Flip a byte in the nth chunk of a file; returns that chunk's byte range."""
+    repo = Repository.open(backend, PASSWORD)
+    (snap,) = repo.list_snapshots()
+    content = file_content(repo, find_node(repo, snap.tree, os.fsencode(src / rel)))
+    start = 0
+    for blob_id in content[:nth]:
+        loc = repo.index.lookup(BlobType.DATA, blob_id)
+        assert loc is not None
+        start += loc.raw_length
+    loc = repo.index.lookup(BlobType.DATA, content[nth])
+    assert loc is not None
+    repo.close()
+    handle = Handle(Kind.DATA, loc.pack.hex())
+    data, mtime = backend.objects[handle]
+    flipped = bytearray(data)
+    flipped[loc.offset + loc.length // 2] ^= 1
+    backend.objects[handle] = (bytes(flipped), mtime)
+    return start, start + loc.raw_length
+
+
+def test_damaged_chunk_is_reported_and_the_rest_restored(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chunk that fails authentication is named with its byte range; its file gets no
+    metadata but its size, every other file is exact."""
+    monkeypatch.setattr(packread, "MAX_READ", 2048)  # big.bin is written by many ranges
+    backend, src, files = source
+    start, end = _damage_pack_of(backend, src, "big.bin", 5)
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=threads)
+    ((path, message),) = reporter.errors
+    assert path == "big.bin"
+    assert message.startswith(f"damaged bytes {start}-{end}: ")
+    assert result.errors == 1
+    big = target / "big.bin"
+    assert big.stat().st_size == len(files["big.bin"])
+    assert big.stat().st_mtime_ns != OLD_NS
+    data = big.read_bytes()
+    assert data[:start] == files["big.bin"][:start]
+    assert data[end:] == files["big.bin"][end:]
+    _assert_restored(target, {r: d for r, d in files.items() if r != "big.bin"})
+
+
+# -- dump ----------------------------------------------------------------------------
+
+
+def _node(backend: MemoryBackend, src: Path, rel: str) -> tuple[Repository, Node]:
+    repo = Repository.open(backend, PASSWORD)
+    (snap,) = repo.list_snapshots()
+    return repo, find_node(repo, snap.tree, os.fsencode(src / rel))
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 4])
+def test_dump_reads_ahead_in_order(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], ahead: int
+) -> None:
+    """Chunks loaded ahead on a pool still come out in file order."""
+    backend, src, files = source
+    repo, node = _node(backend, src, "big.bin")
+    try:
+        assert b"".join(file_chunks(repo, node, b"big.bin", ahead)) == files["big.bin"]
+        out = io.BytesIO()
+        dump_file(repo, node, b"big.bin", out)
+        assert out.getvalue() == files["big.bin"]
+    finally:
+        repo.close()
+
+
+def test_dump_of_a_damaged_file_stops_at_the_damage(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+) -> None:
+    """What dump delivers before a damaged chunk is exactly the bytes before it, and the
+    error names the file and where the damage starts."""
+    backend, src, files = source
+    start, _end = _damage_pack_of(backend, src, "big.bin", 7)
+    repo, node = _node(backend, src, "big.bin")
+    got = bytearray()
+    chunks: Iterator[bytes | memoryview] = file_chunks(repo, node, b"/src/big.bin", 3)
+    try:
+        with pytest.raises(DamagedObject, match=rf"/src/big.bin: damaged from byte {start}:"):
+            for data in chunks:
+                got += data
+    finally:
+        repo.close()
+    assert bytes(got) == files["big.bin"][:start]
+
+
+def test_budget_holds_others_back_but_never_a_lone_taker() -> None:
+    """A taker over the limit gets through alone; another waits until it gives back."""
+    budget = packread.Budget(10)
+    order: list[str] = []
+    with budget.hold(25):  # more than the limit, but nobody else holds any
+        order.append("big")
+        waiter = threading.Thread(target=lambda: _take(budget, order))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive()  # waits for the big one
+        order.append("big done")
+    waiter.join(5)
+    assert order == ["big", "big done", "small"]
+
+
+def _take(budget: packread.Budget, order: list[str]) -> None:
+    with budget.hold(5):
+        order.append("small")
+
+
+def test_a_local_restore_reads_no_bytes_between_the_blobs_it_needs(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """Blobs of one pack that are not adjacent are read separately from a local
+    repository: the data between them (used only by older snapshots) is never read,
+    so restoring a snapshot costs the same however much history its packs hold."""
+    locs = {
+        bytes([i]) * 32: BlobLocation(b"p" * 32, offset, 100, 100)
+        for i, offset in enumerate((0, 100, 300, 5000))
+    }
+    ranges = [(start, end) for start, end, _ in packread.runs(locs, packread.LOCAL_GAP)]
+    assert ranges == [(0, 200), (300, 400), (5000, 5100)]
+    remote = [(start, end) for start, end, _ in packread.runs(locs)]
+    assert remote == [(0, 5100)]
+    local = make_repo(LocalBackend(str(tmp_path / "repo"), create=True))
+    assert packread.read_gap(local) == packread.LOCAL_GAP
+    assert packread.read_gap(make_repo()) == packread.MAX_GAP
