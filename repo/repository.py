@@ -232,15 +232,12 @@ class Repository:
         """The packs of every index file in force (superseded files left out)."""
         return self.read_index_state()[0]
 
-    def read_index_state(
-        self, on_damage: Callable[[str], None] | None = None
-    ) -> tuple[dict[str, list[IndexedPack]], list[str]]:
-        """(the packs of every index file in force, superseded index files still stored).
-
-        A damaged index file raises, unless `on_damage` is given (check): then it is
+    def _index_files(
+        self, on_damage: Callable[[str], None] | None
+    ) -> Iterator[tuple[str, list[IndexedPack], list[bytes]]]:
+        """(name, packs, superseded index ids) of every index file, decoded one at a
+        time. A damaged one raises, unless `on_damage` is given (check): then it is
         reported there and left out."""
-        files: dict[str, list[IndexedPack]] = {}
-        superseded: set[str] = set()
         infos = list(self.backend.list(Kind.INDEX))
         if self.cache:
             self.cache.retain(Kind.INDEX, (i.name for i in infos))
@@ -255,20 +252,51 @@ class Repository:
                     raise
                 on_damage(str(exc))
                 continue
-            files[info.name] = packs
+            yield info.name, packs, supersedes
+
+    def read_index_state(
+        self, on_damage: Callable[[str], None] | None = None
+    ) -> tuple[dict[str, list[IndexedPack]], list[str]]:
+        """(the packs of every index file in force, superseded index files still stored).
+
+        A damaged index file raises, unless `on_damage` is given (check): then it is
+        reported there and left out."""
+        files: dict[str, list[IndexedPack]] = {}
+        superseded: set[str] = set()
+        for name, packs, supersedes in self._index_files(on_damage):
+            files[name] = packs
             superseded.update(s.hex() for s in supersedes)
         in_force = {name: packs for name, packs in files.items() if name not in superseded}
         return in_force, sorted(superseded & files.keys())
 
     def _load_index(self, on_damage: Callable[[str], None] | None = None) -> MasterIndex:
+        # Streamed file by file: decoded index files take several times the index's own
+        # memory, and holding them all at once left that much resident after the load.
+        superseded: set[str] = set()
+        loaded: set[str] = set()
+        tree_packs: list[str] = []
+
+        def packs() -> Iterator[IndexedPack]:
+            for name, file_packs, supersedes in self._index_files(on_damage):
+                loaded.add(name)
+                superseded.update(s.hex() for s in supersedes)
+                for pack in file_packs:
+                    if pack.btype is BlobType.TREE:
+                        tree_packs.append(pack.pack_id.hex())
+                    yield pack
+
         index = MasterIndex()
-        files = self.read_index_state(on_damage)[0]
-        packs = [p for packs in files.values() for p in packs]
-        index.load(packs)
+        index.load(packs())
+        if superseded & loaded:
+            # A replaced index file is still stored (a prune stopped before deleting
+            # it): its packs may be gone, so load again without it. Rare.
+            index = MasterIndex()
+            files = self.read_index_state(on_damage)[0]
+            in_force = [p for file_packs in files.values() for p in file_packs]
+            index.load(in_force)
+            tree_packs = [p.pack_id.hex() for p in in_force if p.btype is BlobType.TREE]
         if self.cache:
-            self.cache.retain(
-                Kind.DATA, (p.pack_id.hex() for p in packs if p.btype is BlobType.TREE)
-            )
+            self.cache.retain(Kind.DATA, tree_packs)
         return index
 
     def write_index(self, packs: list[IndexedPack], supersedes: Sequence[str] = ()) -> str:
