@@ -144,6 +144,17 @@ def threads(request: pytest.FixtureRequest) -> int:
 # -- contents and metadata -----------------------------------------------------------
 
 
+def _restore_exactly(
+    source: tuple[MemoryBackend, Path, dict[str, bytes]], target: Path, threads: int
+) -> None:
+    """Restore the source's snapshot on `threads` workers: no error, every file, exact."""
+    backend, src, files = source
+    result, reporter = _restore(backend, src, target, threads=threads)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+
+
 def test_restore_is_exact(
     source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
 ) -> None:
@@ -190,12 +201,7 @@ def test_a_worker_done_with_its_lane_helps_with_another(
 
     monkeypatch.setattr(Restorer, "_lanes", uneven)
     monkeypatch.setattr(packread, "MAX_READ", 2048)
-    backend, src, files = source
-    target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=2)
-    assert reporter.errors == []
-    assert result.files == len(files)
-    _assert_restored(target, files)
+    _restore_exactly(source, tmp_path / "out", threads=2)
 
 
 def test_each_pack_range_is_read_once(
@@ -265,12 +271,7 @@ def test_restore_across_more_folders_than_open_descriptors(
     monkeypatch.setattr(restorefs, "OPEN_DIRS", 2)
     monkeypatch.setattr(restore, "LONE_BATCH", 3)
     monkeypatch.setattr(restore, "MKDIRS_PER_THREAD", 1)
-    backend, src, files = source
-    target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=3)
-    assert reporter.errors == []
-    assert result.files == len(files)
-    _assert_restored(target, files)
+    _restore_exactly(source, tmp_path / "out", threads=3)
 
 
 def test_pinned_folders_stay_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
