@@ -9,9 +9,9 @@ import click
 
 from cli.context import Globals
 from cli.options import filter_options, global_options, select_snapshot
+from repo.allocator import keep_freed_memory
 from repo.backend.local import LocalBackend
 from repo.dump import THREADS, dump_file, dump_tar
-from repo.packread import keep_freed_memory
 from repo.walk import find_node
 
 

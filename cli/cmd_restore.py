@@ -10,8 +10,8 @@ from cli.context import Globals
 from cli.errors import CliError
 from cli.options import filter_options, global_options, select_snapshot
 from cli.output import Progress, emit_json, format_bytes, say, warn
+from repo.allocator import keep_freed_memory
 from repo.backend.local import LocalBackend
-from repo.packread import keep_freed_memory
 from repo.pattern import split_path
 from repo.restore import OVERWRITE_MODES, RestoreOptions, Restorer
 from repo.walk import find_node

@@ -53,29 +53,6 @@ _RAW = bytes((MARK_RAW,))
 _ZSTD = bytes((MARK_ZSTD,))
 _NO_HOLD = contextlib.nullcontext()
 
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_KEEP = 64 << 20
-
-
-def keep_freed_memory() -> None:
-    """Let malloc keep freed buffers for reuse instead of handing them back at once.
-
-    Restore and dump allocate and free several MiB per pack range or blob (the read,
-    the plaintext, the decompressed bytes); by default glibc maps each such buffer anew
-    and unmaps it when freed, so every page of it costs a page fault and zeroing again:
-    about half a second of system time per GiB restored. Call it once the key
-    derivation's 64 MiB is freed, so that is not what is kept; what stays is at most
-    the largest set of buffers alive at once, which the peak resident size counts anyway.
-    """
-    import ctypes  # noqa: PLC0415 - resident before Argon2id's 64 MiB if imported above
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own defaults
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest; bigger stay mapped
-        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP)
-
 
 def runs(
     locs: Mapping[BlobId, BlobLocation | None], max_gap: int = MAX_GAP
