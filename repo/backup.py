@@ -263,7 +263,9 @@ class Archiver:
         if self._readers is None:
             raise RuntimeError("files are read only inside Archiver.run()")
         failed = set()
-        with closing(self._readers.feeds([e.path for e in entries])) as feeds:
+        paths = [e.path for e in entries]
+        sizes = [e.st.st_size for e in entries]
+        with closing(self._readers.feeds(paths, sizes)) as feeds:
             for entry, feed in zip(entries, feeds, strict=True):
                 try:
                     self._store_file(entry, feed)

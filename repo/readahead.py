@@ -9,7 +9,6 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Generator
-from itertools import islice
 
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 # A reader thread reads a file this much at a time and may hold this many blocks
@@ -17,6 +16,10 @@ O_NOATIME = getattr(os, "O_NOATIME", 0)
 # blocks read no faster from the page cache and only add to the resident set.
 READ_BLOCK = 1024 * 1024
 BLOCKS_AHEAD = 2
+# Small files read ahead beyond one per reader thread: at most this many bytes in all,
+# and this many files.
+SMALL_AHEAD = 4 * 1024 * 1024
+MAX_AHEAD = 64
 
 
 class Feed:
@@ -105,19 +108,37 @@ class Readers:
         for thread in self.threads:
             thread.join()
 
-    def feeds(self, paths: list[bytes]) -> Generator[Feed, None, None]:
-        """The files' feeds in order. With at most n handed out, each one taken has a
-        thread: those before it are finished, so no more than n - 1 others are busy."""
+    def feeds(
+        self, paths: list[bytes], sizes: list[int] | None = None
+    ) -> Generator[Feed, None, None]:
+        """The files' feeds in order. n are handed out at least; with `sizes`, small files
+        (one block at most) beyond those, while they hold at most SMALL_AHEAD bytes in
+        all: each is one read, and waiting for each on its own made the archiver idle
+        between small files. Jobs are taken in order, so the first unfinished feed
+        always has a thread: those before it are finished."""
         ahead: deque[Feed] = deque()
-        rest = iter(paths)
+        small: deque[int] = deque()  # the size of each feed ahead that counts as small
+        held = 0
+        rest = iter(range(len(paths)))
+        following = next(rest, None)
         try:
-            for path in islice(rest, self.n):
-                ahead.append(self._start(path))
-            while ahead:
+            while True:
+                while following is not None:
+                    size = sizes[following] if sizes is not None else READ_BLOCK + 1
+                    is_small = size <= READ_BLOCK
+                    if len(ahead) >= self.n and not (
+                        is_small and held + size <= SMALL_AHEAD and len(ahead) < MAX_AHEAD
+                    ):
+                        break
+                    ahead.append(self._start(paths[following]))
+                    small.append(size if is_small else 0)
+                    held += small[-1]
+                    following = next(rest, None)
+                if not ahead:
+                    return
                 yield ahead[0]
                 ahead.popleft().cancel()  # a no-op on a file read to its end
-                for path in islice(rest, 1):
-                    ahead.append(self._start(path))
+                held -= small.popleft()
         finally:
             for feed in ahead:
                 feed.cancel()
