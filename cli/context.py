@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import os
 import re
 import socket
-import subprocess
 import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -136,6 +134,8 @@ def read_password_file(path: str) -> bytes:
 
 
 def _run_password_command(command: str) -> bytes:
+    import subprocess  # noqa: PLC0415 - only with --password-command: 3 ms of start-up
+
     try:
         done = subprocess.run(  # noqa: S602 - the user's own command line, as restic runs it
             command, shell=True, stdout=subprocess.PIPE, check=False
@@ -149,6 +149,8 @@ def _run_password_command(command: str) -> bytes:
 
 def key_info() -> KeyInfo:
     """Who creates a key file, and when (sealed inside it)."""
+    import getpass  # noqa: PLC0415 - only where a key file is made
+
     return KeyInfo(
         hostname=socket.gethostname(),
         username=getpass.getuser(),
@@ -158,6 +160,8 @@ def key_info() -> KeyInfo:
 
 def prompt_password(label: str, *, is_twice: bool) -> bytes:
     """Ask on the terminal, twice where a new password is being set."""
+    import getpass  # noqa: PLC0415 - only at a terminal
+
     try:
         first = getpass.getpass(f"enter {label}: ")
         if is_twice and getpass.getpass(f"enter {label} again: ") != first:
