@@ -444,3 +444,42 @@ def test_a_failed_pack_store_leaves_no_spool_file(
     repo.close()
     assert _spool_files(root) == []
     assert list(repo.backend.list(Kind.DATA)) == []
+
+
+def test_a_pack_that_cannot_be_renamed_into_place_fails_and_leaves_no_spool_file(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """adopt: when the rename into place fails (a folder stands at the pack's name),
+    the backup fails with a BackendError naming the pack, and the spool file is gone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(3).randbytes(1 << 20))
+    root = tmp_path / "repo"
+    repo = make_repo(LocalBackend(str(root), create=True), pack_size=1 << 20)
+    original = LocalBackend.adopt
+
+    def blocked(self: LocalBackend, handle: Handle, fd: int, path: str) -> None:
+        os.makedirs(self._path(handle), exist_ok=True)
+        original(self, handle, fd, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalBackend, "adopt", blocked)
+        with pytest.raises(BackendError, match=r"data/"):
+            _run_backup(repo, src)
+    repo.close()
+    assert _spool_files(root) == []
+
+
+def test_a_spool_file_that_cannot_be_created_is_a_backend_error(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack's spool file that cannot be made fails the backup with one BackendError
+    naming the file, not an OSError from deep inside the saver."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"x" * 1000)
+    repo = make_repo(LocalBackend(str(tmp_path / "repo"), create=True))
+    missing = str(tmp_path / "no such folder")
+    monkeypatch.setattr(LocalBackend, "spool_dir", lambda self: missing)
+    with pytest.raises(BackendError, match="no such folder"):
+        _run_backup(repo, src)
