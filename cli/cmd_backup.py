@@ -21,6 +21,7 @@ from cli.context import Globals
 from cli.errors import EXIT_PARTIAL, CliError
 from cli.options import global_options
 from cli.output import Progress, emit_json, format_bytes, format_duration, say, show_path, warn
+from repo.allocator import keep_freed_memory
 from repo.backup import (
     Archiver,
     BackupOptions,
@@ -323,6 +324,7 @@ def run_backup(g: Globals, req: BackupRequest) -> int:
     sources = [] if req.is_stream else req.source_paths()
     opts = _options(req, list(dict.fromkeys(os.path.abspath(p) for p in sources)))
     repo = g.open()
+    keep_freed_memory()  # after the key derivation: see there
     repo.is_dry_run = req.is_dry_run
     try:
         with g.lock(repo, is_exclusive=False):

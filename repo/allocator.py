@@ -62,9 +62,11 @@ def keep_freed_memory() -> None:
     """Let malloc keep freed buffers for reuse instead of handing them back at once.
 
     Restore and dump allocate and free several MiB per pack range or blob (the read,
-    the plaintext, the decompressed bytes); by default glibc maps each such buffer anew
-    and unmaps it when freed, so every page of it costs a page fault and zeroing again:
-    about half a second of system time per GiB restored. Call it once the key
+    the plaintext, the decompressed bytes), and backup as much per chunk (its copy, the
+    compressed and the sealed bytes); by default glibc maps each such buffer anew and
+    unmaps it when freed, so every page of it costs a page fault and zeroing again:
+    about half a second of system time per GiB restored, and a tenth of a first
+    backup's CPU time. Call it once the key
     derivation's 64 MiB is freed, so that is not what is kept; what stays is at most
     the largest set of buffers alive at once, which the peak resident size counts anyway.
     """
