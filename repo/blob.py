@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from crypto import AuthenticationError, ObjectType, id_hash, seal, unseal
 from repo.errors import DamagedObject
@@ -37,12 +38,32 @@ def _looks_incompressible(data: bytes | bytearray | memoryview) -> bool:
     return True
 
 
+# Each thread keeps a zstd context per level for data under SAMPLE_FROM (most files
+# are that small): a new context per call costs about as much as compressing a few
+# kilobytes, and it holds the GIL. Larger data gets a context of its own, freed at once:
+# a kept context keeps tables and buffers sized for the largest input it has seen.
+_contexts = threading.local()
+
+
+def _small_compressor(level: int) -> zstd.ZstdCompressor:
+    kept: dict[int, zstd.ZstdCompressor] | None = getattr(_contexts, "by_level", None)
+    if kept is None:
+        kept = _contexts.by_level = {}
+    compressor = kept.get(level)
+    if compressor is None:
+        compressor = kept[level] = zstd.ZstdCompressor(level=level)
+    return compressor
+
+
 def compress(data: bytes | bytearray | memoryview, level: int) -> bytes:
     """Return `marker ‖ payload`: zstd where it shrinks the data, raw otherwise."""
     if level > 0 and len(data) > 64:
-        if len(data) >= SAMPLE_FROM and _looks_incompressible(data):
-            return _RAW + data
-        packed = zstd.compress(data, level=level)
+        if len(data) >= SAMPLE_FROM:
+            if _looks_incompressible(data):
+                return _RAW + data
+            packed = zstd.compress(data, level=level)
+        else:
+            packed = _small_compressor(level).compress(data, zstd.ZstdCompressor.FLUSH_FRAME)
         if len(packed) + 1 < len(data):
             return bytes((MARK_ZSTD,)) + packed
     return _RAW + data

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,11 @@ from crypto import id_hash
 from repo.blob import MARK_RAW, MARK_ZSTD, compress, decompress, open_blob, seal_blob
 from repo.errors import DamagedObject
 from repo.types import BlobType
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 NAME = "data blob 0123456789abcdef"
 
@@ -32,6 +39,24 @@ def test_compress_round_trip(data: bytes, level: int) -> None:
 def test_compress_never_grows_by_more_than_the_marker(data: bytes, level: int) -> None:
     """The stored payload is at most one byte longer than the data."""
     assert len(compress(data, level)) <= len(data) + 1
+
+
+@given(inputs=st.lists(st.tuples(payloads | compressible, st.integers(1, 5)), max_size=6))
+def test_kept_contexts_store_what_a_fresh_context_stores(inputs: list[tuple[bytes, int]]) -> None:
+    """Small data goes through a context the thread keeps; whatever it compressed
+    before, at whatever level, the stored bytes are those of a one-shot zstd call."""
+    for data, level in [*inputs, (bytes(300_000), 3), *inputs]:
+        stored = compress(data, level)
+        if stored[0] == MARK_ZSTD:
+            assert stored[1:] == zstd.compress(data, level=level)
+
+
+def test_threads_compress_alike() -> None:
+    """Two threads compressing at once get the bytes one thread gets."""
+    texts = [b"line %d of a text file\n" % i * (i % 50 + 1) for i in range(400)]
+    expected = [compress(t, 3) for t in texts]
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda t: compress(t, 3), texts)) == expected
 
 
 @given(data=compressible)
