@@ -15,7 +15,7 @@ from chunker import iter_chunks
 from repo.errors import RepoError, SourceError
 from repo.fsmeta import group_name, node_from_stat, user_name
 from repo.pattern import PatternSet, split_path
-from repo.readahead import Feed, Readers, read_head
+from repo.readahead import Feed, Readers, ReadFeed, read_head
 from repo.repository import Repository
 from repo.snapshot import Snapshot
 from repo.tree import MAX_INLINE_CONTENT, Node, encode_content_list, encode_tree
@@ -192,7 +192,7 @@ class Archiver:
 
     # -- files -----------------------------------------------------------------------
 
-    def _store_file(self, entry: _Entry, feed: Feed) -> None:
+    def _store_file(self, entry: _Entry, feed: Feed | ReadFeed) -> None:
         node, st = entry.node, entry.st
         size = 0
 

@@ -35,6 +35,7 @@ def test_small_files_are_read_ahead_beyond_one_per_thread(
     budget, large ones one per thread; every feed still yields its file, in order."""
     monkeypatch.setattr(readahead, "READ_BLOCK", 1000)
     monkeypatch.setattr(readahead, "SMALL_AHEAD", 3000)
+    monkeypatch.setattr(readahead, "DIRECT_MAX", -1)  # every file through the threads
     sizes = [500] * 10 + [5000] * 4 + [500] * 3
     paths = _files(tmp_path, sizes)
     readers = Readers(threads)
@@ -60,6 +61,10 @@ def test_small_files_are_read_ahead_beyond_one_per_thread(
     assert ahead_when_taken[10] == threads
 
 
+def _refuse(path: bytes) -> readahead.Feed:
+    raise AssertionError(f"{path!r} was handed to a reader thread")
+
+
 def test_without_sizes_one_file_per_thread_is_ahead(tmp_path: Path) -> None:
     """Without sizes every file counts as large: n ahead, as before."""
     paths = _files(tmp_path, [10] * 8)
@@ -72,3 +77,100 @@ def test_without_sizes_one_file_per_thread_is_ahead(tmp_path: Path) -> None:
     finally:
         readers.close()
     assert rest == [bytes([i % 251]) * 10 for i in range(1, 8)]
+
+
+def _evict(path: bytes, *, check: bool = True) -> bool:
+    """Drop the file's pages from the page cache; with `check`, whether a read would
+    now wait (a read refused for waiting may still start reading the file in)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if not check:
+            return True
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_cached_small_files_are_read_without_a_thread(tmp_path: Path) -> None:
+    """Small files whose bytes are all in the page cache are read whole by the caller:
+    no reader thread is asked, and each feed has the file and its final fstat."""
+    sizes = [0, 1, 700, readahead.DIRECT_MAX]
+    paths = _files(tmp_path, sizes)
+    readers = Readers(2)
+    readers._start = _refuse  # type: ignore[method-assign]
+    try:
+        got = [(_read_all(feed), feed.after) for feed in readers.feeds(paths, sizes)]
+    finally:
+        readers.close()
+    for i, (data, after) in enumerate(got):
+        assert data == bytes([i % 251]) * sizes[i]
+        assert after is not None and after.st_size == sizes[i]
+
+
+def test_a_read_feed_serves_any_read_size(tmp_path: Path) -> None:
+    """The chunker asks for less than a whole file at times: a ReadFeed hands it out
+    in pieces, then b"" for good."""
+    path = _files(tmp_path, [10])[0]
+    feed = readahead.read_cached(path, 10)
+    assert feed is not None
+    assert [feed.read(4), feed.read(4), feed.read(4), feed.read(4)] == [
+        b"\0" * 4,
+        b"\0" * 4,
+        b"\0" * 2,
+        b"",
+    ]
+
+
+def test_files_not_in_the_page_cache_go_to_the_threads(tmp_path: Path) -> None:
+    """A small file the page cache does not hold is read by a reader thread: the
+    archiver's thread does not wait for the disk."""
+    sizes = [700, 700]
+    paths = _files(tmp_path, sizes)
+    if not _evict(paths[1]):
+        pytest.skip("this file system keeps the file cached (tmpfs): nothing to evict")
+    assert readahead.read_cached(paths[0], 700) is not None
+    assert readahead.read_cached(paths[1], 700) is None
+    _evict(paths[1], check=False)  # the refused read may have started reading it in
+    readers = Readers(1)
+    try:
+        # Each feed is read before the next is taken: taking one ends the one before.
+        got = [(type(f), _read_all(f)) for f in readers.feeds(paths, sizes)]
+        assert got == [(readahead.ReadFeed, bytes([0]) * 700), (readahead.Feed, bytes([1]) * 700)]
+    finally:
+        readers.close()
+
+
+def test_a_file_changed_since_its_stat_goes_to_the_threads(tmp_path: Path) -> None:
+    """A file whose size is no longer the one the walk saw (grown, shrunk), or that is
+    no longer a regular file, is left to a reader thread, which reads what is there
+    or reports the error."""
+    grown, shrunk = _files(tmp_path, [800, 800])
+    assert readahead.read_cached(grown, 700) is None
+    assert readahead.read_cached(shrunk, 900) is None
+    fifo = os.fsencode(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    assert readahead.read_cached(fifo, 0) is None
+    assert readahead.read_cached(os.fsencode(tmp_path / "gone"), 5) is None
+    readers = Readers(1)
+    try:
+        feeds = readers.feeds([grown, fifo], [700, 0])
+        assert _read_all(next(feeds)) == bytes([0]) * 800
+        with pytest.raises(OSError, match="changed type"):
+            _read_all(next(feeds))
+    finally:
+        readers.close()
+
+
+def test_without_rwf_nowait_every_file_goes_to_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where reads cannot be told not to wait, small files are read by the threads."""
+    monkeypatch.setattr(readahead, "_RWF_NOWAIT", 0)
+    path = _files(tmp_path, [10])[0]
+    assert readahead.read_cached(path, 10) is None
