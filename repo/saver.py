@@ -19,7 +19,15 @@ from repo.types import BlobId, BlobType
 # names blobs, and each new blob is compressed, sealed and appended to its pack on a
 # worker: the pack's SHA-256 and its writes overlap the chunking of what follows.
 COMPRESS_THREADS = 2
+# Work queued for the workers: up to MAX_IN_FLIGHT tasks whatever their size, and more
+# while they hold at most MAX_QUEUED_BYTES of data in all.
 MAX_IN_FLIGHT = 4
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
+# Blobs smaller than BATCH_BYTES go to the workers in batches of up to that many bytes
+# or BATCH_BLOBS blobs: a task per small file, and a wait for the oldest after each,
+# cost more than compressing it (about 50 µs a file in thread switches).
+BATCH_BYTES = 256 * 1024
+BATCH_BLOBS = 64
 
 
 class PackSaver:
@@ -51,7 +59,11 @@ class PackSaver:
         # Under the lock: the open pack of each type, and packs finished, not yet stored.
         self._writers: dict[BlobType, tuple[PackWriter, Spool]] = {}
         self._finished: collections.deque[tuple[IndexedPack, Spool]] = collections.deque()
-        self._pending: collections.deque[Future[None]] = collections.deque()
+        self._pending: collections.deque[tuple[Future[None], int]] = collections.deque()
+        self._queued_bytes = 0  # the data of the blobs in _pending
+        # Small blobs not handed to a worker yet, and their size.
+        self._batch: list[tuple[BlobType, BlobId, bytes]] = []
+        self._batch_bytes = 0
         self._uploads: collections.deque[tuple[IndexedPack, Spool, Future[None]]]
         self._uploads = collections.deque()
         self._workers = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
@@ -62,26 +74,49 @@ class PackSaver:
 
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
         """Queue a new blob; its pack is written later (see flush)."""
-        self._pending.append(self._workers.submit(self._pack_blob, btype, blob_id, data))
-        while len(self._pending) > MAX_IN_FLIGHT:
-            self._pending.popleft().result()
+        self._batch.append((btype, blob_id, data))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
+            self._submit_batch()
+
+    def _submit_batch(self) -> None:
+        batch, size = self._batch, self._batch_bytes
+        if not batch:
+            return
+        self._batch, self._batch_bytes = [], 0
+        self._pending.append((self._workers.submit(self._pack_blobs, batch), size))
+        self._queued_bytes += size
+        while len(self._pending) > MAX_IN_FLIGHT and self._queued_bytes > MAX_QUEUED_BYTES:
+            future, done = self._pending.popleft()
+            future.result()
+            self._queued_bytes -= done
+        if self._finished:  # read without the lock: a pack missed now goes next time
             self._start_stores()
 
-    def _pack_blob(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
-        """On a worker: compress and seal the blob, then append it to its open pack."""
-        sealed = seal_blob(self._key, btype, blob_id, compress(data, self._level))
+    def _pack_blobs(self, batch: list[tuple[BlobType, BlobId, bytes]]) -> None:
+        """On a worker: compress and seal the blobs, then append them to their open packs."""
+        sealed = [
+            (
+                btype,
+                blob_id,
+                seal_blob(self._key, btype, blob_id, compress(data, self._level)),
+                len(data),
+            )
+            for btype, blob_id, data in batch
+        ]
         with self._lock:
-            if btype not in self._writers:
-                spool = self._spool()
-                self._writers[btype] = (PackWriter(btype, spool.fd), spool)
-            writer, spool = self._writers[btype]
-            try:
-                writer.add(blob_id, sealed, len(data))
-            except OSError as exc:
-                raise _spool_error(spool, exc) from exc
-            self.bytes_stored += len(sealed)
-            if writer.size >= self._pack_size:
-                self._finish_locked(btype)
+            for btype, blob_id, stored, size in sealed:
+                if btype not in self._writers:
+                    spool = self._spool()
+                    self._writers[btype] = (PackWriter(btype, spool.fd), spool)
+                writer, spool = self._writers[btype]
+                try:
+                    writer.add(blob_id, stored, size)
+                except OSError as exc:
+                    raise _spool_error(spool, exc) from exc
+                self.bytes_stored += len(stored)
+                if writer.size >= self._pack_size:
+                    self._finish_locked(btype)
 
     def _finish_locked(self, btype: BlobType) -> None:
         writer, spool = self._writers.pop(btype)
@@ -115,8 +150,11 @@ class PackSaver:
 
     def flush(self) -> None:
         """Write every queued blob into packs and wait until all packs are stored."""
+        self._submit_batch()
         while self._pending:
-            self._pending.popleft().result()
+            future, size = self._pending.popleft()
+            future.result()
+            self._queued_bytes -= size
         with self._lock:
             for btype in list(self._writers):
                 self._finish_locked(btype)
@@ -139,6 +177,7 @@ class PackSaver:
         self._finished.clear()
         self._uploads.clear()
         self._pending.clear()
+        self._batch.clear()
 
 
 def _spool_error(spool: Spool, exc: OSError) -> BackendError:
