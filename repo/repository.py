@@ -48,9 +48,11 @@ if TYPE_CHECKING:
 CONFIG = Handle(Kind.CONFIG, "config")
 # docs/design.md, "Local cache": what is kept locally besides tree packs.
 _CACHED = (Kind.INDEX, Kind.SNAPSHOT)
-# A backup writes an index file after this many packs, so an interrupted run's packs
-# are found by the next one (docs/design.md, index).
+# A backup writes an index file after this many packs, or packs holding this many
+# blobs, so an interrupted run's packs are found by the next one and the records kept
+# until then stay few (docs/design.md, index).
 PACKS_PER_INDEX = 16
+BLOBS_PER_INDEX = 32768
 
 
 def _sha256(data: bytes | bytearray | memoryview) -> str:
@@ -67,6 +69,7 @@ class Repository:
         self._index: MasterIndex | None = None
         self._saver: PackSaver | None = None
         self._unindexed: list[IndexedPack] = []
+        self._unindexed_blobs = 0
         self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
         self.is_dry_run = False
         self.cache: Cache | None = None
@@ -388,14 +391,19 @@ class Repository:
 
     def _pack_stored(self, pack: IndexedPack) -> None:
         self.index.add_pack(pack)
+        # The index has them now: _saved keeps only blobs still on their way to a pack,
+        # not every blob of the run.
+        self._saved[pack.btype].difference_update(blob[0] for blob in pack.blobs)
         self._unindexed.append(pack)
-        if len(self._unindexed) >= PACKS_PER_INDEX:
+        self._unindexed_blobs += len(pack.blobs)
+        if len(self._unindexed) >= PACKS_PER_INDEX or self._unindexed_blobs >= BLOBS_PER_INDEX:
             self._write_index()
 
     def _write_index(self) -> None:
         if self._unindexed:
             self.write_index(self._unindexed)
             self._unindexed = []
+            self._unindexed_blobs = 0
 
     @property
     def bytes_stored(self) -> int:

@@ -28,6 +28,14 @@ MAX_QUEUED_BYTES = 4 * 1024 * 1024
 # cost more than compressing it (about 50 µs a file in thread switches).
 BATCH_BYTES = 256 * 1024
 BATCH_BLOBS = 64
+# Blobs under this size are compressed, sealed and packed on the caller's thread: the
+# work is a few microseconds, and on a worker each blob cost two turns at the GIL,
+# which the archiver, busy with system calls for every small file, then waited for.
+INLINE_MAX = 4096
+# A pack is finished at pack_size bytes or at this many blobs, whichever comes first:
+# its header, and the records kept until the pack is indexed, stay small when the
+# blobs are tiny (docs/design.md, packs).
+MAX_PACK_BLOBS = 8192
 
 
 class PackSaver:
@@ -74,6 +82,11 @@ class PackSaver:
 
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
         """Queue a new blob; its pack is written later (see flush)."""
+        if len(data) < INLINE_MAX:
+            self._pack_blobs([(btype, blob_id, data)])
+            if self._finished:
+                self._start_stores()
+            return
         self._batch.append((btype, blob_id, data))
         self._batch_bytes += len(data)
         if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
@@ -115,7 +128,7 @@ class PackSaver:
                 except OSError as exc:
                     raise _spool_error(spool, exc) from exc
                 self.bytes_stored += len(stored)
-                if writer.size >= self._pack_size:
+                if writer.size >= self._pack_size or len(writer.blobs) >= MAX_PACK_BLOBS:
                     self._finish_locked(btype)
 
     def _finish_locked(self, btype: BlobType) -> None:

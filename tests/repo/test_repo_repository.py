@@ -16,6 +16,7 @@ from strategies import KEY_INFO, PASSWORD, REPO_ID, seeded
 
 from chunker import ChunkerParams
 from crypto import CHEAP, ObjectType
+from repo import repository, saver
 from repo.backend.memory import MemoryBackend
 from repo.backup import Archiver, BackupOptions, QuietReporter
 from repo.check import Checker
@@ -215,6 +216,43 @@ def test_same_blob_is_stored_once(repo: Repository) -> None:
     assert third == (first[0], False)
     records = [b for blobs in _headers(repo).values() for b in blobs]
     assert [b.blob_id for b in records] == [first[0]]
+
+
+def test_blobs_in_stored_packs_are_not_remembered_twice(make_repo: MakeRepo) -> None:
+    """Once a pack is stored and indexed, its blobs are found through the index: the
+    run's own set of saved blobs keeps only those still on their way, so it does not
+    grow with the backup. A blob saved again after that is still not stored again."""
+    repo = make_repo(pack_size=4096, compression_level=0)
+    rng = seeded(11)
+    datas = [rng.randbytes(1500) for _ in range(40)]
+    for data in datas:
+        repo.save_blob(BlobType.DATA, data)
+    remembered = len(repo._saved[BlobType.DATA])
+    repo.flush()
+    assert remembered < 20  # packs of about three blobs were stored on the way
+    assert repo._saved[BlobType.DATA] == set()
+    assert all(repo.save_blob(BlobType.DATA, data)[1] is False for data in datas)
+    repo.flush()
+    records = [b.blob_id for blobs in _headers(repo).values() for b in blobs]
+    assert sorted(records) == sorted(repo.blob_id(d) for d in datas)
+
+
+def test_an_index_file_is_written_every_blobs_per_index_blobs(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packs of many small blobs are indexed by blob count, before PACKS_PER_INDEX packs."""
+    monkeypatch.setattr(repository, "BLOBS_PER_INDEX", 30)
+    monkeypatch.setattr(saver, "MAX_PACK_BLOBS", 10)
+    backend = MemoryBackend()
+    repo = make_repo(backend)
+    for i in range(95):
+        repo.save_blob(BlobType.DATA, b"small blob %d" % i)
+    # Written while saving, not only at the end (the newest packs may still be on
+    # their way to storage).
+    assert len(list(backend.list(Kind.INDEX))) >= 2
+    repo.flush()
+    assert len(list(backend.list(Kind.INDEX))) == 4
+    assert len(list(backend.list(Kind.DATA))) == 10
 
 
 def test_same_data_as_tree_and_data_is_two_blobs(repo: Repository) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from strategies import ENC_KEY
 
 from repo import saver
+from repo.errors import BackendError
 from repo.index import IndexedPack
 from repo.pack import PackedBlob, Spool, read_header
 from repo.saver import PackSaver
@@ -42,29 +44,87 @@ def _blob_id(i: int) -> BlobId:
     return BlobId(i.to_bytes(32, "big"))
 
 
-def test_small_blobs_go_to_the_workers_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """200 one-KiB blobs make ceil(200 / BATCH_BLOBS) worker tasks, not 200; a blob of
-    BATCH_BYTES or more is handed over at once, with what was batched before it."""
-    store = _Store()
-    packer = _saver(store)
-    tasks: list[int] = []
+def _count_tasks(monkeypatch: pytest.MonkeyPatch, packer: PackSaver) -> list[tuple[str, int]]:
+    """Record each call of _pack_blobs: the thread it ran on and the batch size."""
+    calls: list[tuple[str, int]] = []
     real = packer._pack_blobs
 
     def counting(batch: list[tuple[BlobType, BlobId, bytes]]) -> None:
-        tasks.append(len(batch))
+        calls.append((threading.current_thread().name, len(batch)))
         real(batch)
 
     monkeypatch.setattr(packer, "_pack_blobs", counting)
+    return calls
+
+
+def _stored_ids(store: _Store) -> set[BlobId]:
+    return {b.blob_id for data in store.packs.values() for b in _header(data)}
+
+
+def test_small_blobs_go_to_the_workers_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 blobs of 5,000 bytes make ceil(200 / BATCH_BLOBS) worker tasks, not 200."""
+    monkeypatch.setattr(saver, "BATCH_BYTES", 1 << 30)
+    store = _Store()
+    packer = _saver(store)
+    calls = _count_tasks(monkeypatch, packer)
     try:
         for i in range(200):
-            packer.add(BlobType.DATA, _blob_id(i), b"%d" % i * 300)
-        packer.add(BlobType.DATA, _blob_id(200), os.urandom(saver.BATCH_BYTES))
+            packer.add(BlobType.DATA, _blob_id(i), os.urandom(5000))
         packer.flush()
     finally:
         packer.close()
-    assert tasks == [64, 64, 64, 9]
-    stored = {b.blob_id for data in store.packs.values() for b in _header(data)}
-    assert stored == {_blob_id(i) for i in range(201)}
+    assert [n for _, n in calls] == [64, 64, 64, 8]
+    assert all(name.startswith("compress") for name, _ in calls)
+    assert _stored_ids(store) == {_blob_id(i) for i in range(200)}
+
+
+def test_a_batch_ends_at_batch_bytes() -> None:
+    """Blobs of 100 KiB go three to a task (the third takes it past 256 KiB); one of
+    BATCH_BYTES or more goes at once, with what was batched before it."""
+    store = _Store()
+    packer = _saver(store)
+    monkeypatch = pytest.MonkeyPatch()
+    calls = _count_tasks(monkeypatch, packer)
+    try:
+        for i in range(7):
+            packer.add(BlobType.DATA, _blob_id(i), os.urandom(100 * 1024))
+        packer.add(BlobType.DATA, _blob_id(7), os.urandom(saver.BATCH_BYTES))
+        packer.flush()
+    finally:
+        packer.close()
+        monkeypatch.undo()
+    assert [n for _, n in calls] == [3, 3, 2]
+    assert _stored_ids(store) == {_blob_id(i) for i in range(8)}
+
+
+def test_tiny_blobs_are_packed_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blobs under INLINE_MAX never wait for a worker."""
+    store = _Store()
+    packer = _saver(store)
+    calls = _count_tasks(monkeypatch, packer)
+    try:
+        for i in range(100):
+            packer.add(BlobType.DATA, _blob_id(i), b"%d" % i * 10)
+        packer.flush()
+    finally:
+        packer.close()
+    assert {name for name, _ in calls} == {threading.current_thread().name}
+    assert _stored_ids(store) == {_blob_id(i) for i in range(100)}
+
+
+def test_a_pack_ends_at_max_pack_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However small its blobs, a pack holds at most MAX_PACK_BLOBS of them."""
+    monkeypatch.setattr(saver, "MAX_PACK_BLOBS", 10)
+    store = _Store()
+    packer = _saver(store)
+    try:
+        for i in range(25):
+            packer.add(BlobType.DATA, _blob_id(i), os.urandom(100))
+        packer.flush()
+    finally:
+        packer.close()
+    assert sorted(len(p.blobs) for p in store.indexed) == [5, 10, 10]
+    assert _stored_ids(store) == {_blob_id(i) for i in range(25)}
 
 
 def _header(data: bytes) -> list[PackedBlob]:
@@ -87,8 +147,10 @@ def test_packs_are_stored_while_blobs_keep_coming() -> None:
     assert sum(len(p.blobs) for p in store.indexed) == 2000
 
 
-def test_a_failing_batch_is_reported_by_flush() -> None:
-    """A write error on a worker reaches the caller, naming the spool file."""
+@pytest.mark.parametrize("size", [100, 5000])
+def test_a_failing_write_is_reported(size: int) -> None:
+    """A write error, on the caller's thread (a tiny blob, raised by add) or on a
+    worker (raised by flush), reaches the caller as BackendError naming the spool."""
     store = _Store()
     packer = PackSaver(
         ENC_KEY,
@@ -99,8 +161,8 @@ def test_a_failing_batch_is_reported_by_flush() -> None:
         store.on_pack,
     )
     try:
-        packer.add(BlobType.DATA, _blob_id(1), b"x" * 100)
-        with pytest.raises(Exception, match="pack spool"):
+        with pytest.raises(BackendError, match="pack spool: Bad file descriptor"):
+            packer.add(BlobType.DATA, _blob_id(1), os.urandom(size))
             packer.flush()
     finally:
         packer.close()
