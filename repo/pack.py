@@ -66,9 +66,15 @@ def _header(key: bytes, blobs: list[PackedBlob]) -> bytearray:
     )
 
 
+# PackWriter gathers writes smaller than this, up to this many bytes, into one write:
+# a system call and a hash update per tiny blob cost more than sealing it.
+GATHER = 64 * 1024
+
+
 class PackWriter:
     """Writes sealed blobs of one type straight into a pack file, hashing as it goes:
-    a backup never holds a pack in a Python buffer (docs/design.md, packs).
+    a backup never holds a pack in a Python buffer (docs/design.md, packs), only up to
+    GATHER bytes of small blobs not written yet.
 
     The caller owns the file descriptor `fd`, and closes it once the pack is stored.
     """
@@ -77,25 +83,41 @@ class PackWriter:
         self.btype = btype
         self.fd = fd
         self.blobs: list[PackedBlob] = []
-        self.size = 0
+        self.size = 0  # bytes added, gathered ones included
         self._hash = sha256_hasher()
+        self._gathered = bytearray()
 
     def _write(self, data: bytes | bytearray) -> None:
         self._hash.update(data)
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
+
+    def _flush(self) -> None:
+        if self._gathered:
+            self._write(self._gathered)
+            self._gathered = bytearray()
+
+    def _add_bytes(self, data: bytes | bytearray) -> None:
+        if len(data) < GATHER:
+            self._gathered += data
+            if len(self._gathered) >= GATHER:
+                self._flush()
+        else:
+            self._flush()
+            self._write(data)
         self.size += len(data)
 
     def add(self, blob_id: BlobId, sealed: bytes | bytearray, raw_length: int) -> None:
         self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
-        self._write(sealed)
+        self._add_bytes(sealed)
 
     def finish(self, key: bytes) -> tuple[bytes, int]:
         """Write header and trailer; return (pack id, sealed header length)."""
         sealed = _header(key, self.blobs)
-        self._write(sealed)
-        self._write(TRAILER.pack(len(sealed)))
+        self._add_bytes(sealed)
+        self._add_bytes(TRAILER.pack(len(sealed)))
+        self._flush()
         digest: bytes = self._hash.digest()
         return digest, len(sealed)
 

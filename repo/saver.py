@@ -36,6 +36,9 @@ INLINE_MAX = 4096
 # its header, and the records kept until the pack is indexed, stay small when the
 # blobs are tiny (docs/design.md, packs).
 MAX_PACK_BLOBS = 8192
+# Packs written to spool files on disk that may wait for their fsync and rename beyond
+# the storing thread's one, before the archiver waits.
+LOCAL_STORES_AHEAD = 3
 
 
 class PackSaver:
@@ -153,8 +156,17 @@ class PackSaver:
                 pack, spool = self._finished.popleft()
             future = self._uploader.submit(self._store, pack.pack_id, spool, pack.btype)
             self._uploads.append((pack, spool, future))
-            while len(self._uploads) > self._max_uploads:
+            while self._uploads and (
+                self._uploads[0][2].done() or len(self._uploads) > self._stores_ahead()
+            ):
                 self._complete_upload()
+
+    def _stores_ahead(self) -> int:
+        """How many packs may wait to be stored before the caller waits for one: spools
+        in memory count against the upload connections; a few more spool files on
+        disk wait on the local disk's fsync instead of the archiver."""
+        in_memory = any(spool.path is None for _pack, spool, _future in self._uploads)
+        return self._max_uploads if in_memory else self._max_uploads + LOCAL_STORES_AHEAD
 
     def _complete_upload(self) -> None:
         pack, _spool, future = self._uploads.popleft()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from strategies import ENC_KEY, ID_KEY, OTHER_KEY, blob_lists, blob_types
 
 from crypto import OVERHEAD, ObjectType, id_hash, seal
+from repo import pack
 from repo.blob import compress, open_blob, seal_blob
 from repo.errors import DamagedObject
 from repo.pack import HEADER_RECORD, TRAILER, PackBuilder, PackedBlob, PackWriter, read_header
@@ -220,3 +221,50 @@ def test_pack_writer_streams_the_same_layout_to_a_file(btype: BlobType, blobs: l
     for record, data in zip(records, blobs, strict=True):
         stored = pack[record.offset : record.offset + record.length]
         assert open_blob(ENC_KEY, ID_KEY, btype, record.blob_id, stored) == data
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected_writes"),
+    [
+        # Stored sizes are size + 43 (marker, framing): 300 of 53 bytes, header and
+        # trailer go in one write at the end.
+        ([10] * 300, 1),
+        # 53 | 70,043 | 48 + 65,043 + 44 | 200,043 | 46 + header + trailer
+        ([10, 70_000, 5, 65_000, 1, 200_000, 3], 5),
+        # GATHER bytes stored is large already: | 65,536 | 44 | 131,115 | header + trailer
+        ([pack.GATHER - 43, 1, pack.GATHER * 2], 4),
+    ],
+)
+def test_pack_writer_gathers_small_writes(
+    sizes: list[int], expected_writes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small sealed blobs reach the file a gather at a time, large ones at once; the file
+    is the same pack either way, and its id the SHA-256 of its bytes."""
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(pack.os, "write", counting)
+    fd = os.memfd_create("pack-test")
+    try:
+        writer = PackWriter(BlobType.DATA, fd)
+        datas = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+        for data in datas:
+            blob_id = id_hash(ID_KEY, data)
+            writer.add(
+                blob_id, seal_blob(ENC_KEY, BlobType.DATA, blob_id, compress(data, 0)), len(data)
+            )
+        pack_id, _ = writer.finish(ENC_KEY)
+        stored = os.pread(fd, writer.size + 1, 0)
+    finally:
+        os.close(fd)
+    assert len(stored) == writer.size == sum(writes)
+    assert pack_id == hashlib.sha256(stored).digest()
+    assert len(writes) == expected_writes
+    records = _read(stored)
+    for record, data in zip(records, datas, strict=True):
+        got = stored[record.offset : record.offset + record.length]
+        assert open_blob(ENC_KEY, ID_KEY, BlobType.DATA, record.blob_id, got) == data

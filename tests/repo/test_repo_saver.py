@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from strategies import ENC_KEY
@@ -166,3 +168,40 @@ def test_a_failing_write_is_reported(size: int) -> None:
             packer.flush()
     finally:
         packer.close()
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_spool_files_wait_for_their_store_without_holding_up_the_caller(
+    tmp_path: Path, on_disk: bool
+) -> None:
+    """Packs spooled to files may wait for a slow store (fsync) while blobs keep coming;
+    packs spooled in memory are stored before more are made."""
+    release = threading.Event()
+    stored: list[bytes] = []
+
+    def spool() -> Spool:
+        if not on_disk:
+            return Spool(os.memfd_create("test-pack", os.MFD_CLOEXEC), None)
+        path = str(tmp_path / os.urandom(8).hex())
+        return Spool(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path)
+
+    def store(pack_id: bytes, spooled: Spool, btype: BlobType) -> None:
+        release.wait(0.5)
+        stored.append(pack_id)
+        spooled.discard()
+
+    packer = PackSaver(ENC_KEY, 0, 4096, spool, store, lambda pack: None)
+    try:
+        started = time.monotonic()
+        for i in range(3 * (1 + saver.LOCAL_STORES_AHEAD)):  # three blobs fill a pack
+            packer.add(BlobType.DATA, _blob_id(i), os.urandom(1500))
+        waited = time.monotonic() - started
+        release.set()
+        packer.flush()
+    finally:
+        packer.close()
+    assert len(stored) == 1 + saver.LOCAL_STORES_AHEAD
+    if on_disk:
+        assert waited < 0.4
+    else:
+        assert waited >= 0.4  # the second pack waited for the first to be stored
