@@ -28,6 +28,15 @@ DIRECT_MAX = 64 * 1024
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 
 
+def _take(block: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    """Up to n bytes of block from pos, and the position after them: the block itself,
+    not a copy, when all of it is asked for."""
+    if pos == 0 and n >= len(block):
+        return block, len(block)
+    data = block[pos : pos + n]
+    return data, pos + len(data)
+
+
 class Feed:
     """One file as a reader thread reads it: blocks, then its final fstat, or an error."""
 
@@ -67,11 +76,7 @@ class Feed:
                 self.after = item
                 return b""
             self._block, self._pos = item, 0
-        if self._pos == 0 and n >= len(self._block):
-            self._pos = len(self._block)
-            return self._block
-        data = self._block[self._pos : self._pos + n]
-        self._pos += len(data)
+        data, self._pos = _take(self._block, self._pos, n)
         return data
 
     def cancel(self) -> None:
@@ -96,11 +101,7 @@ class ReadFeed:
 
     def read(self, n: int) -> bytes:
         """Up to n bytes of the file, b"" at its end."""
-        if self._pos == 0 and n >= len(self._data):
-            self._pos = len(self._data)
-            return self._data
-        data = self._data[self._pos : self._pos + n]
-        self._pos += len(data)
+        data, self._pos = _take(self._data, self._pos, n)
         return data
 
     def cancel(self) -> None:
