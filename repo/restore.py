@@ -12,11 +12,12 @@ import collections
 import contextlib
 import errno
 import functools
+import itertools
 import os
 import queue
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -55,6 +56,11 @@ FILE_COST = 256 * 1024
 UNIT_FILES = 32
 # Folders of one level made on one thread at least (fewer: not worth a thread).
 MKDIRS_PER_THREAD = 8
+# A restore plans and writes the tree this many files, or chunks, at a time: a planned
+# file costs about a kilobyte (its entry, its chunk list, where each chunk goes), and a
+# tree of any size must restore in the same memory.
+BATCH_FILES = 8192
+BATCH_CHUNKS = 65536
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 
 # What happens to an entry: created anew, replaced, patched in place (if-changed:
@@ -163,6 +169,8 @@ class Restorer:
         self._inodes: dict[tuple[int, int], tuple[bytes, ...]] = {}
         # Every name each restored folder has in the snapshot, for --delete.
         self._names: dict[tuple[bytes, ...], set[bytes]] = {}
+        self._made_dirs = 0  # the folders of self.dirs made (or tried) so far
+        self._planned_chunks = 0  # chunks of the files in self.files
         # Folders this run made (or found empty): nothing in them needs a look first.
         self._fresh: set[tuple[bytes, ...]] = set()
         self._bad_dirs: set[tuple[bytes, ...]] = set()  # could not be made
@@ -185,15 +193,28 @@ class Restorer:
             return True, is_dir
         return False, is_dir and self.includes.may_match_below(parts)
 
-    def _plan(self, tree_id: BlobId, rel: tuple[bytes, ...], parts: tuple[str, ...]) -> bool:
-        """Collect what to restore below a tree; True when anything was taken."""
+    def _plan_all(self) -> Iterator[None]:
+        """Plan the whole tree, pausing (yielding) each time a batch is full."""
+        if self.root.type == "dir" and self.root.subtree is not None:
+            yield from self._plan(self.root.subtree, (), self.base)
+        else:
+            self._plan_leaf((self.root.name,), self.root)
+
+    def _plan(
+        self, tree_id: BlobId, rel: tuple[bytes, ...], parts: tuple[str, ...]
+    ) -> Generator[None, None, bool]:
+        """Collect what to restore below a tree, yielding whenever the batch is full;
+        returns True when anything was taken. A folder on the way to a yield has
+        something taken below it, so it stays in self.dirs: only the folders after the
+        made ones are ever dropped again."""
         taken = False
         try:
             nodes = self.repo.load_tree(tree_id)
         except RepoError as exc:
             self._error(rel, f"cannot read its tree: {exc}")
             return False
-        self._names[rel] = {n.name for n in nodes}
+        if self.opts.is_delete:
+            self._names[rel] = {n.name for n in nodes}
         for node in nodes:
             if not is_safe_name(node.name):
                 self._error((*rel, node.name), "refusing an entry with an unsafe name")
@@ -205,9 +226,9 @@ class Restorer:
             if is_dir:
                 index = len(self.dirs)
                 self.dirs.append((child, node))
-                below = (
-                    descend and node.subtree is not None and self._plan(node.subtree, child, cparts)
-                )
+                below = False
+                if descend and node.subtree is not None:
+                    below = yield from self._plan(node.subtree, child, cparts)
                 if not (want or below):
                     self.dirs.pop(index)
                     continue
@@ -215,6 +236,9 @@ class Restorer:
                 continue
             else:
                 self._plan_leaf(child, node)
+                if len(self.files) >= BATCH_FILES or self._planned_chunks >= BATCH_CHUNKS:
+                    taken = True
+                    yield
             taken = True
         return taken
 
@@ -227,7 +251,9 @@ class Restorer:
                 return
             self._inodes[key] = rel
         if node.type == "file":
-            self.files.append(self._plan_file(rel, node))
+            item = self._plan_file(rel, node)
+            self.files.append(item)
+            self._planned_chunks += len(item.blobs)
         elif node.type != "socket":  # a socket belongs to a process; restic skips them too
             self.others.append((rel, node))
 
@@ -310,15 +336,15 @@ class Restorer:
 
     def run(self) -> RestoreResult:
         self.repo.index  # noqa: B018 - a damaged index stops here, not as a tree error
-        if self.root.type == "dir" and self.root.subtree is not None:
-            self._plan(self.root.subtree, (), self.base)
-        else:
-            self._plan_leaf((self.root.name,), self.root)
+        # Each full batch, then what is planned when the walk ends.
+        batches = itertools.chain(self._plan_all(), (None,))
         if not self.opts.is_dry_run:
             os.makedirs(self.opts.target, exist_ok=True)
         root_fd = _open_target(self.opts.target)
         if root_fd is None:  # a dry run into a folder that does not exist yet
-            self._report_all_new()
+            for _ in batches:
+                self._report_all_new()
+                self._next_batch()
             return self.result
         self._dirs = Dirs(root_fd)
         try:
@@ -326,26 +352,36 @@ class Restorer:
                 with os.scandir(root_fd) as entries:
                     if next(entries, None) is None:
                         self._fresh.add(())
-            self._run_phases()
+            self._run_phases(batches)
         finally:
             self._dirs.close()
             os.close(root_fd)
         return self.result
 
-    def _run_phases(self) -> None:
+    def _run_phases(self, batches: Iterator[None]) -> None:
         if self.opts.is_dry_run:
-            self._decide_files()
+            for _ in batches:
+                self._decide_files()
+                self._next_batch()
             self._delete_extras()
             return
-        self._make_dirs()
-        self._decide_files()
-        self._write_files()
+        for _ in batches:
+            self._make_dirs()
+            self._decide_files()
+            self._write_files()
+            if self.opts.is_verify:
+                self._verify()
+            self._next_batch()
         self._make_links_and_others()
-        if self.opts.is_verify:
-            self._verify()
         if self.opts.is_delete:
             self._delete_extras()
         self._dir_metadata()
+
+    def _next_batch(self) -> None:
+        """Forget the files of the batch just restored (their folders stay)."""
+        self.files = []
+        self._targets = {}
+        self._planned_chunks = 0
 
     def _report_all_new(self) -> None:
         for item in self.files:
@@ -355,8 +391,9 @@ class Restorer:
         """Make the folders level by level, each level's spread over the workers: a
         mkdir allocates an inode as a file's creation does, often the slowest part."""
         levels: dict[int, list[tuple[bytes, ...]]] = {}
-        for rel, _node in self.dirs:
+        for rel, _node in self.dirs[self._made_dirs :]:
             levels.setdefault(len(rel), []).append(rel)
+        self._made_dirs = len(self.dirs)
         for depth in sorted(levels):
             rels = levels[depth]
             parents: Parents = {}

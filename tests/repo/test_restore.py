@@ -171,6 +171,65 @@ def test_restore_is_exact(
     assert (target / "sub").stat().st_mtime_ns == OLD_NS
 
 
+@pytest.mark.parametrize(("batch_files", "batch_chunks"), [(1, 1000), (3, 1000), (1000, 5)])
+def test_restore_in_batches_is_exact(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_files: int,
+    batch_chunks: int,
+) -> None:
+    """However small the batches, by files or by chunks, the restore is the same: every
+    file exact, folders with their metadata, and no batch ever holds more planned files
+    than it may (plus the one that filled it)."""
+    monkeypatch.setattr(restore, "BATCH_FILES", batch_files)
+    monkeypatch.setattr(restore, "BATCH_CHUNKS", batch_chunks)
+    held: list[int] = []
+    real = Restorer._write_files
+
+    def counting(self: Restorer) -> None:
+        held.append(len(self.files))
+        real(self)
+
+    monkeypatch.setattr(Restorer, "_write_files", counting)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=2)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+    assert (target / "sub").stat().st_mtime_ns == OLD_NS
+    assert (target / "many/d11").stat().st_mtime_ns == OLD_NS
+    assert sum(held) == len(files)
+    assert len(held) > 1
+    assert max(held) <= batch_files
+
+
+def test_hard_links_and_delete_across_batches(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hard link whose first name was restored in an earlier batch is linked to it;
+    --delete still sees every folder's names."""
+    monkeypatch.setattr(restore, "BATCH_FILES", 2)
+    src = tmp_path / "src"
+    for i in range(5):
+        _write(src / f"a/f{i}", b"file %d" % i)
+    os.link(src / "a/f0", src / "z_link")
+    backend = CountingBackend()
+    repo = make_repo(backend)
+    _backup(repo, src)
+    target = tmp_path / "out"
+    _write(target / "a/extra", b"not in the snapshot")
+    result, reporter = _restore(backend, src, target, is_delete=True)
+    assert reporter.errors == []
+    assert result.deleted == 1
+    assert not (target / "a/extra").exists()
+    assert os.path.samefile(target / "a/f0", target / "z_link")
+    assert [(target / f"a/f{i}").read_bytes() for i in range(5)] == [
+        b"file %d" % i for i in range(5)
+    ]
+
+
 def test_a_file_spanning_many_pack_ranges(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
     tmp_path: Path,
