@@ -75,6 +75,7 @@ class PackSaver:
         # Small blobs not handed to a worker yet, and their size.
         self._batch: list[tuple[BlobType, BlobId, bytes]] = []
         self._batch_bytes = 0
+        self._is_torn = False  # an append to an open pack was interrupted
         self._uploads: collections.deque[tuple[IndexedPack, Spool, Future[None]]]
         self._uploads = collections.deque()
         self._workers = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
@@ -86,7 +87,13 @@ class PackSaver:
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
         """Queue a new blob; its pack is written later (see flush)."""
         if len(data) < INLINE_MAX:
-            self._pack_blobs([(btype, blob_id, data)])
+            try:
+                self._pack_blobs([(btype, blob_id, data)])
+            except BaseException:
+                # An interrupt (KeyboardInterrupt is raised on this thread) can stop an
+                # append half done: the open packs are dropped, not finished, by flush.
+                self._is_torn = True
+                raise
             if self._finished:
                 self._start_stores()
             return
@@ -110,7 +117,8 @@ class PackSaver:
             self._start_stores()
 
     def _pack_blobs(self, batch: list[tuple[BlobType, BlobId, bytes]]) -> None:
-        """On a worker: compress and seal the blobs, then append them to their open packs."""
+        """Compress and seal the blobs, then append them to their open packs (on a
+        worker, or on the caller's thread for a tiny blob)."""
         sealed = [
             (
                 btype,
@@ -182,7 +190,10 @@ class PackSaver:
             self._queued_bytes -= size
         with self._lock:
             for btype in list(self._writers):
-                self._finish_locked(btype)
+                if self._is_torn:
+                    self._writers.pop(btype)[1].discard()
+                else:
+                    self._finish_locked(btype)
         self._start_stores()
         while self._uploads:
             self._complete_upload()

@@ -13,7 +13,7 @@ from strategies import ENC_KEY
 from repo import saver
 from repo.errors import BackendError
 from repo.index import IndexedPack
-from repo.pack import PackedBlob, Spool, read_header
+from repo.pack import PackedBlob, PackWriter, Spool, read_header
 from repo.saver import PackSaver
 from repo.types import BlobId, BlobType
 
@@ -205,3 +205,42 @@ def test_spool_files_wait_for_their_store_without_holding_up_the_caller(
         assert waited < 0.4
     else:
         assert waited >= 0.4  # the second pack waited for the first to be stored
+
+
+def test_an_interrupted_tiny_blob_drops_the_open_pack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt in the middle of appending a tiny blob (packed on the
+    caller's thread) leaves the open pack unfinished: flush stores the packs finished
+    before, drops the open one with its spool file, and every stored pack reads back."""
+    store = _Store()
+
+    def spool() -> Spool:
+        path = str(tmp_path / os.urandom(8).hex())
+        return Spool(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), path)
+
+    packer = PackSaver(ENC_KEY, 3, 4096, spool, store.store, store.on_pack)
+    real_add = PackWriter.add
+    calls = 0
+
+    def interrupted(self: PackWriter, *args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 8:
+            self._gathered += b"half"  # as if stopped inside the append
+            raise KeyboardInterrupt
+        real_add(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PackWriter, "add", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for i in range(20):
+                packer.add(BlobType.DATA, _blob_id(i), os.urandom(1500))
+        packer.flush()
+    finally:
+        packer.close()
+    assert len(store.packs) == 2  # three blobs a pack: the third, open one is dropped
+    for data in store.packs.values():
+        for record in _header(data):
+            assert record.offset + record.length <= len(data)
+    assert os.listdir(tmp_path) == []
