@@ -50,21 +50,13 @@ def build_corpus(root: str, files: int) -> str:
 
 
 def commands(tool: str, repo: str, src: str, target: str, one: str) -> dict[str, list[str]]:
-    if tool == "hutch":
+    if tool in ("hutch", "restic"):  # hutch takes restic's command line for these
         return {
-            "init": ["hutch", "-r", repo, "init"],
-            "backup1": ["hutch", "-r", repo, "-q", "backup", src],
-            "backup2": ["hutch", "-r", repo, "-q", "backup", src],
-            "restore": ["hutch", "-r", repo, "-q", "restore", "latest", "--target", target],
-            "dump": ["hutch", "-r", repo, "dump", "latest", one],
-        }
-    if tool == "restic":
-        return {
-            "init": ["restic", "-r", repo, "init"],
-            "backup1": ["restic", "-r", repo, "-q", "backup", src],
-            "backup2": ["restic", "-r", repo, "-q", "backup", src],
-            "restore": ["restic", "-r", repo, "-q", "restore", "latest", "--target", target],
-            "dump": ["restic", "-r", repo, "dump", "latest", one],
+            "init": [tool, "-r", repo, "init"],
+            "backup1": [tool, "-r", repo, "-q", "backup", src],
+            "backup2": [tool, "-r", repo, "-q", "backup", src],
+            "restore": [tool, "-r", repo, "-q", "restore", "latest", "--target", target],
+            "dump": [tool, "-r", repo, "dump", "latest", one],
         }
     return {
         "init": ["borg", "init", "-e", "repokey-blake2", repo],
