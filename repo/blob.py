@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from typing import TypeVar
 
 from crypto import AuthenticationError, ObjectType, id_hash, seal, unseal
 from repo.errors import DamagedObject
@@ -18,6 +20,8 @@ else:
 MARK_RAW = 0
 MARK_ZSTD = 1
 _RAW = bytes((MARK_RAW,))
+_ZSTD = bytes((MARK_ZSTD,))
+_Data = TypeVar("_Data", bytes, bytes | memoryview)
 DEFAULT_LEVEL = 3
 
 
@@ -65,7 +69,7 @@ def compress(data: bytes | bytearray | memoryview, level: int) -> bytes:
         else:
             packed = _small_compressor(level).compress(data, zstd.ZstdCompressor.FLUSH_FRAME)
         if len(packed) + 1 < len(data):
-            return bytes((MARK_ZSTD,)) + packed
+            return _ZSTD + packed
     return _RAW + data
 
 
@@ -94,11 +98,43 @@ def open_blob(
 ) -> bytes:
     """Authenticate, decompress and re-hash one blob; any mismatch is DamagedObject."""
     name = f"{'tree' if btype is BlobType.TREE else 'data'} blob {blob_id.hex()[:16]}"
+    data = decompress(_unseal_blob(enc_key, btype, blob_id, stored, name), name=name)
+    return _verified(id_key, blob_id, data, name)
+
+
+def open_data_view(
+    enc_key: bytes, id_key: bytes, blob_id: BlobId, stored: bytes | memoryview, size: int
+) -> bytes | memoryview:
+    """open_blob for a data blob of `size` plaintext bytes (as the index says), for
+    restore and dump: an uncompressed payload comes back as a view past its marker byte
+    (slicing it off would copy every incompressible byte once more), and zstd fills one
+    buffer of that size rather than growing a list of blocks and joining them."""
+    name = f"data blob {blob_id.hex()[:16]}"
+    payload = _unseal_blob(enc_key, BlobType.DATA, blob_id, stored, name)
+    data: bytes | memoryview | None = None
+    if payload[:1] == _RAW:
+        data = memoryview(payload)[1:]
+    elif payload[:1] == _ZSTD:
+        decompressor = zstd.ZstdDecompressor()
+        with contextlib.suppress(zstd.ZstdError):  # decompress() below says what
+            out = decompressor.decompress(memoryview(payload)[1:], max_length=size)
+            if decompressor.eof and not decompressor.unused_data and len(out) == size:
+                data = out
+    if data is None:  # anything unusual (another size, several frames, damage)
+        data = decompress(payload, name=name)
+    return _verified(id_key, blob_id, data, name)
+
+
+def _unseal_blob(
+    enc_key: bytes, btype: BlobType, blob_id: BlobId, stored: bytes | memoryview, name: str
+) -> bytes:
     try:
-        payload = unseal(enc_key, ObjectType(btype), stored, associated=blob_id, name=name)
+        return unseal(enc_key, ObjectType(btype), stored, associated=blob_id, name=name)
     except AuthenticationError as exc:
         raise DamagedObject(str(exc)) from exc
-    data = decompress(payload, name=name)
+
+
+def _verified(id_key: bytes, blob_id: BlobId, data: _Data, name: str) -> _Data:
     if id_hash(id_key, data) != blob_id:
         raise DamagedObject(f"{name}: content does not match its id")
     return data

@@ -6,14 +6,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from crypto import AuthenticationError, ObjectType, id_hash, unseal
 from repo.backend.local import LocalBackend
-from repo.blob import MARK_RAW, MARK_ZSTD, decompress
+from repo.blob import open_data_view
 from repo.errors import BlobNotFound, DamagedObject, RepoError
 from repo.index import IndexedPack
 from repo.pack import TRAILER, read_header
@@ -22,11 +20,6 @@ from repo.types import BlobId, BlobLocation, BlobType, Handle, Kind
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
-
-if sys.version_info >= (3, 14):
-    from compression import zstd
-else:
-    from backports import zstd
 
 # Most headers fit in the last 64 KiB of their pack: one range read.
 _TAIL = 64 * 1024
@@ -49,8 +42,6 @@ BUDGET_FROM = 1 << 20
 Data = bytes | memoryview
 # A pack range to read at once: (pack id, start, end, its blobs in pack order).
 Run = tuple[bytes, int, int, list[tuple[BlobId, BlobLocation]]]
-_RAW = bytes((MARK_RAW,))
-_ZSTD = bytes((MARK_ZSTD,))
 _NO_HOLD = contextlib.nullcontext()
 
 
@@ -97,36 +88,8 @@ def read_pack_header(repo: Repository, name: str, size: int) -> IndexedPack:
 def open_data_blob(
     repo: Repository, blob_id: BlobId, stored: bytes | memoryview, size: int
 ) -> Data:
-    """Authenticate, decompress and re-hash one data blob of `size` plaintext bytes (as
-    the index says), like repo.blob.open_blob, but an uncompressed payload comes back as
-    a view past its marker byte: slicing it off would copy every incompressible byte a
-    restore writes once more."""
-    name = f"data blob {blob_id.hex()[:16]}"
-    try:
-        payload = unseal(
-            repo.master.encryption, ObjectType.DATA, stored, associated=blob_id, name=name
-        )
-    except AuthenticationError as exc:
-        raise DamagedObject(str(exc)) from exc
-    data = _decompress(payload, size, name)
-    if id_hash(repo.master.id_key, data) != blob_id:
-        raise DamagedObject(f"{name}: content does not match its id")
-    return data
-
-
-def _decompress(payload: bytes, size: int, name: str) -> Data:
-    """repo.blob.decompress, knowing the size: zstd then fills one buffer of that size
-    rather than growing a list of blocks and joining them (a copy, and ~15% slower)."""
-    if payload[:1] == _RAW:
-        return memoryview(payload)[1:]
-    if payload[:1] == _ZSTD:
-        decompressor = zstd.ZstdDecompressor()
-        with contextlib.suppress(zstd.ZstdError):  # the general path below says what
-            data = decompressor.decompress(memoryview(payload)[1:], max_length=size)
-            if decompressor.eof and not decompressor.unused_data and len(data) == size:
-                return data
-    # Anything unusual (another size, several frames, damage): the general path decides.
-    return decompress(payload, name=name)
+    """repo.blob.open_data_view with this repository's keys."""
+    return open_data_view(repo.master.encryption, repo.master.id_key, blob_id, stored, size)
 
 
 class Budget:
