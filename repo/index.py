@@ -102,6 +102,19 @@ def _bucket(blob_id: BlobId) -> int:
     return blob_id[0] << 4 | blob_id[1] >> 4
 
 
+def _lower_bound(data: mmap.mmap, key: bytes, lo: int, hi: int) -> int:
+    """The first record number in lo .. hi whose id part is not below key (binary
+    search; records lo .. hi are sorted)."""
+    size = _MEM.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if data[mid * size : mid * size + _ID_REST] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 def _new_map(size: int) -> mmap.mmap:
     # Private, like the heap: a shared map would count as shared memory, and forked
     # children would write through to it.
@@ -221,14 +234,7 @@ class _Table:
         for record in reversed(_sorted_unique(new)):
             key = record[:_ID_REST]
             bucket = record[0] >> 4
-            at, top = old[first + bucket], old[first + bucket + 1]
-            top = min(top, hi)
-            while at < top:  # inlined: this search is most of the time a merge takes
-                mid = (at + top) // 2
-                if data[mid * size : mid * size + _ID_REST] < key:
-                    at = mid + 1
-                else:
-                    top = mid
+            at = _lower_bound(data, key, old[first + bucket], min(old[first + bucket + 1], hi))
             if at < hi and data[at * size : at * size + _ID_REST] == key:
                 continue  # already indexed
             write -= (hi - at) * size
@@ -264,16 +270,10 @@ class _Table:
         key = blob_id[1:]
         size = _MEM.size
         bucket = _bucket(blob_id)
-        lo, hi = self.starts[bucket], self.starts[bucket + 1]
-        end = hi
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if data[mid * size : mid * size + _ID_REST] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < end and data[lo * size : lo * size + _ID_REST] == key:
-            return lo
+        end = self.starts[bucket + 1]
+        at = _lower_bound(data, key, self.starts[bucket], end)
+        if at < end and data[at * size : at * size + _ID_REST] == key:
+            return at
         return -1
 
     def location(self, blob_id: BlobId) -> _Location | None:
