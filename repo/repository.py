@@ -69,7 +69,6 @@ class Repository:
         self._index: MasterIndex | None = None
         self._saver: PackSaver | None = None
         self._unindexed: list[IndexedPack] = []
-        self._unindexed_blobs = 0
         self._saved: dict[BlobType, set[BlobId]] = {t: set() for t in BlobType}
         self.is_dry_run = False
         self.cache: Cache | None = None
@@ -395,15 +394,14 @@ class Repository:
         # not every blob of the run.
         self._saved[pack.btype].difference_update(blob[0] for blob in pack.blobs)
         self._unindexed.append(pack)
-        self._unindexed_blobs += len(pack.blobs)
-        if len(self._unindexed) >= PACKS_PER_INDEX or self._unindexed_blobs >= BLOBS_PER_INDEX:
+        blobs = sum(len(p.blobs) for p in self._unindexed)  # at most 16 packs
+        if len(self._unindexed) >= PACKS_PER_INDEX or blobs >= BLOBS_PER_INDEX:
             self._write_index()
 
     def _write_index(self) -> None:
         if self._unindexed:
             self.write_index(self._unindexed)
             self._unindexed = []
-            self._unindexed_blobs = 0
 
     @property
     def bytes_stored(self) -> int:
