@@ -10,6 +10,7 @@ import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from cli.early import strip_newline
 from cli.errors import CliError
 from cli.output import warn
 from crypto import KeyInfo, MasterKey
@@ -119,16 +120,10 @@ def parse_duration(text: str) -> float:
     return hours * 3600.0 + minutes * 60.0 + seconds
 
 
-def _strip_newline(data: bytes) -> bytes:
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    return data.removesuffix(b"\n")
-
-
 def read_password_file(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            return _strip_newline(f.read())
+            return strip_newline(f.read())
     except OSError as exc:
         raise CliError(f"cannot read password file {path}: {exc.strerror}") from exc
 
@@ -144,7 +139,7 @@ def _run_password_command(command: str) -> bytes:
         raise CliError(f"password command failed: {exc.strerror}") from exc
     if done.returncode != 0:
         raise CliError(f"password command exited with status {done.returncode}")
-    return _strip_newline(done.stdout)
+    return strip_newline(done.stdout)
 
 
 def key_info() -> KeyInfo:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from repo.location import local_path
 from repo.types import FileInfo, Handle, Kind
 
 TEMP_MARK = ".tmp-"
@@ -66,6 +67,11 @@ def open_backend(
     """The backend for a repository location: PATH, local:PATH, sftp:…, s3:…, rest:…,
     rclone:… (docs/usage.md). Network modules are imported only when used."""
     opts = options or BackendOptions()
+    path = local_path(location)
+    if path is not None:
+        from repo.backend.local import LocalBackend  # noqa: PLC0415
+
+        return LocalBackend(path, create=create)
     scheme, _, rest = location.partition(":")
     # Imports below are deferred on purpose: a local repository must not pay for
     # paramiko, boto3 or http at start-up.
@@ -81,13 +87,9 @@ def open_backend(
         from repo.backend.rest import open_rest  # noqa: PLC0415
 
         return wrap(open_rest(rest, opts, create=create), opts)
-    if scheme == "rclone":
-        from repo.backend.rclone import open_rclone  # noqa: PLC0415
+    from repo.backend.rclone import open_rclone  # noqa: PLC0415 - the last network scheme
 
-        return wrap(open_rclone(rest, opts, create=create), opts)
-    from repo.backend.local import LocalBackend  # noqa: PLC0415
-
-    return LocalBackend(location.removeprefix("local:"), create=create)
+    return wrap(open_rclone(rest, opts, create=create), opts)
 
 
 def wrap(backend: Backend, options: BackendOptions) -> Backend:

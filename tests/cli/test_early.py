@@ -1,0 +1,178 @@
+"""cli/early.py: the key derivation the entry point starts before importing the rest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cli import early
+from cli.options import _GLOBALS
+from crypto import CHEAP, KeyInfo, argon2
+from repo.backend import open_backend
+from repo.config import RepoConfig
+from repo.repository import Repository
+
+PASSWORD = "early password"
+INFO = KeyInfo(hostname="host", username="user", created="2026-11-26T00:00:00+00:00")
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> str:
+    """A local repository with one key file made with cheap parameters."""
+    path = str(tmp_path / "repo")
+    config = RepoConfig(repo_id=bytes(32))
+    Repository.init(open_backend(path, create=True), PASSWORD.encode(), INFO, config, kdf=CHEAP)
+    return path
+
+
+@pytest.fixture
+def derived_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of each thread that runs Argon2id from now on."""
+    names: list[str] = []
+    derive: Callable[[argon2.Inputs], bytes] = argon2.argon2id
+
+    def recording(inputs: argon2.Inputs) -> bytes:
+        names.append(threading.current_thread().name)
+        return derive(inputs)
+
+    monkeypatch.setattr(argon2, "argon2id", recording)
+    return names
+
+
+def test_value_options_follow_the_declared_globals() -> None:
+    """Every global option that takes a value is known to the guess, and no other."""
+    declared = {
+        decl
+        for decls, _dest, settings in _GLOBALS
+        if not settings.get("is_flag") and not settings.get("count")
+        for decl in decls
+    }
+    assert declared == set(early.VALUE_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-r", "/a", "dump", "latest", "/f"], {"repo": "/a"}),
+        (["-r/a", "snapshots"], {"repo": "/a"}),
+        (["--repo=/a", "snapshots"], {"repo": "/a"}),
+        (["--repo", "/a", "ls", "latest", "-r", "/b"], {"repo": "/b"}),
+        (["--cache-dir", "-r", "snapshots"], {}),
+        (["--password-file", "/p", "-q", "--json", "check"], {"password_file": "/p"}),
+        (["--password-command=echo x", "check"], {"password_command": "echo x"}),
+        (["backup", "--", "-r", "/a"], {}),
+        (["-r"], {}),
+        (["-r", "/a", "dump", "--help"], None),
+        (["--version"], None),
+    ],
+)
+def test_global_values(args: list[str], expected: dict[str, str] | None) -> None:
+    """Values are found in every spelling click accepts; the last one wins."""
+    assert early.global_values(args) == expected
+
+
+def test_the_command_takes_the_started_key(repo_path: str, derived_in: list[str]) -> None:
+    """Opening the repository takes the key the early thread derived, not a second one."""
+    environ = {"HUTCH_PASSWORD": PASSWORD}
+    assert early.start_key_derivation(["-r", repo_path, "snapshots"], environ)
+    Repository.open(open_backend(repo_path), PASSWORD.encode()).close()
+    assert derived_in == ["argon2id"]
+
+
+def test_a_wrong_guess_costs_a_second_derivation(repo_path: str, derived_in: list[str]) -> None:
+    """A derivation started with another password is waited for, then not used."""
+    environ = {"HUTCH_PASSWORD": "another password"}
+    assert early.start_key_derivation(["-r", repo_path, "snapshots"], environ)
+    Repository.open(open_backend(repo_path), PASSWORD.encode()).close()
+    assert derived_in == ["argon2id", "MainThread"]
+
+
+def test_the_password_file_is_read_as_the_command_reads_it(
+    repo_path: str, tmp_path: Path, derived_in: list[str]
+) -> None:
+    """--password-file wins over HUTCH_PASSWORD, with its one trailing newline dropped."""
+    password_file = tmp_path / "password"
+    password_file.write_bytes(PASSWORD.encode() + b"\r\n")
+    environ = {"HUTCH_PASSWORD": "not this one", "HUTCH_REPOSITORY": repo_path}
+    assert early.start_key_derivation(["--password-file", str(password_file), "check"], environ)
+    Repository.open(open_backend(repo_path), PASSWORD.encode()).close()
+    assert derived_in == ["argon2id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "environ"),
+    [
+        (["snapshots"], {"HUTCH_PASSWORD": PASSWORD}),
+        (["-r", "REPO", "snapshots"], {}),
+        (["-r", "REPO", "snapshots"], {"HUTCH_PASSWORD_COMMAND": "echo x"}),
+        (["-r", "REPO", "--password-file", "/nonexistent", "snapshots"], {}),
+        (["-r", "sftp:host:/srv/repo", "snapshots"], {"HUTCH_PASSWORD": PASSWORD}),
+        (["-r", "REPO/missing", "snapshots"], {"HUTCH_PASSWORD": PASSWORD}),
+        (["-r", "REPO", "snapshots", "--help"], {"HUTCH_PASSWORD": PASSWORD}),
+    ],
+    ids=["no-repo", "no-password", "command", "unreadable", "network", "missing", "help"],
+)
+def test_no_guess(
+    args: list[str], environ: dict[str, str], repo_path: str, derived_in: list[str]
+) -> None:
+    """Without a local repository and a password at hand nothing is started."""
+    args = [a.replace("REPO", repo_path) for a in args]
+    assert not early.start_key_derivation(args, environ)
+    assert derived_in == []
+
+
+def test_out_of_limit_parameters_are_not_run(repo_path: str, derived_in: list[str]) -> None:
+    """A planted key file asking for 2 GiB is left to the command to refuse."""
+    keys = Path(repo_path) / "keys"
+    (key,) = keys.iterdir()
+    data = key.read_bytes()
+    planted = data.replace(b"\xaamemory_kib\x40", b"\xaamemory_kib\xce\x00\x20\x00\x00")
+    assert planted != data
+    key.write_bytes(planted)
+    assert not early.start_key_derivation(["-r", repo_path, "check"], {"HUTCH_PASSWORD": "x"})
+    assert derived_in == []
+
+
+PROBE = """
+import json, sys, threading
+from crypto import argon2
+
+seen = []
+derive = argon2.argon2id
+
+def recording(inputs):
+    seen.append([threading.current_thread().name, "click" in sys.modules])
+    return derive(inputs)
+
+argon2.argon2id = recording
+sys.argv = ["hutch", *{argv!r}]
+from cli.early import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
+"""
+
+
+def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
+    """`hutch` starts Argon2id before click and the command line are imported, once."""
+    script = PROBE.format(argv=["-r", repo_path, "snapshots", "--json"])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"HUTCH_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "seen": [["argon2id", False]]}
+    assert json.loads(done.stdout) == []
