@@ -15,10 +15,13 @@ from itertools import islice
 import msgpack
 
 from repo.allocator import release_free_memory
+from repo.blob import DEFAULT_LEVEL, compress, decompress
 from repo.errors import DamagedObject, RepoError
 from repo.types import ID_SIZE, BlobId, BlobLocation, BlobType
 
-INDEX_VERSION = 1
+# Version 2 compresses the pack entries; version 1 files, with the entries as a plain
+# array, are still read.
+INDEX_VERSION = 2
 # docs/design.md, "Index files": id 32 bytes, offset u64, length u32, raw length u32.
 INDEX_RECORD = struct.Struct("<32sQII")
 
@@ -36,20 +39,24 @@ class IndexedPack:
 
 def encode_index(packs: Iterable[IndexedPack], supersedes: Iterable[bytes] = ()) -> bytes:
     """Plaintext of an index file (sealed by the caller)."""
+    entries = msgpack.packb(
+        [
+            [
+                p.pack_id,
+                p.size,
+                p.header_length,
+                int(p.btype),
+                b"".join(INDEX_RECORD.pack(*b) for b in p.blobs),
+            ]
+            for p in packs
+        ],
+        use_bin_type=True,
+    )
     data: bytes = msgpack.packb(
         {
             "version": INDEX_VERSION,
             "supersedes": list(supersedes),
-            "packs": [
-                [
-                    p.pack_id,
-                    p.size,
-                    p.header_length,
-                    int(p.btype),
-                    b"".join(INDEX_RECORD.pack(*b) for b in p.blobs),
-                ]
-                for p in packs
-            ],
+            "packs": compress(entries, DEFAULT_LEVEL),
         },
         use_bin_type=True,
     )
@@ -60,10 +67,16 @@ def decode_index(plain: bytes, *, name: str) -> tuple[list[IndexedPack], list[by
     """Decode an index file's plaintext into (packs, superseded index ids)."""
     try:
         doc = msgpack.unpackb(plain, raw=False)
-        if doc["version"] != INDEX_VERSION:
+        if doc["version"] == INDEX_VERSION:
+            if not isinstance(doc["packs"], bytes):
+                raise DamagedObject(f"{name}: malformed index")
+            entries = msgpack.unpackb(decompress(doc["packs"], name=name), raw=False)
+        elif doc["version"] == 1:
+            entries = doc["packs"]
+        else:
             raise DamagedObject(f"{name}: unsupported index version {doc['version']}")
         packs = []
-        for pack_id, size, hlen, btype, records in doc["packs"]:
+        for pack_id, size, hlen, btype, records in entries:
             if len(pack_id) != ID_SIZE or len(records) % INDEX_RECORD.size:
                 raise DamagedObject(f"{name}: malformed pack entry")
             blobs = list(INDEX_RECORD.iter_unpack(records))

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import U32, blob_ids, blob_types, seeded
 
+from repo.blob import MARK_ZSTD, decompress
 from repo.errors import DamagedObject
 from repo.index import INDEX_RECORD, IndexedPack, MasterIndex, decode_index, encode_index
 from repo.types import BlobLocation, BlobType
@@ -45,15 +46,42 @@ def test_encode_decode_round_trip(packs: list[IndexedPack], supersedes: list[byt
     assert superseded == supersedes
 
 
+def _entries(plain: bytes) -> list[list[object]]:
+    """The pack entries of a version-2 index plaintext, decompressed."""
+    doc = msgpack.unpackb(plain)
+    assert doc["version"] == 2
+    entries: list[list[object]] = msgpack.unpackb(decompress(doc["packs"], name=NAME))
+    return entries
+
+
 def test_blob_records_are_fixed_width_binary() -> None:
     """Each pack's blobs are one msgpack bin of fixed-width records, not one object per blob."""
     ids = _ids(seeded(1), 3)
-    doc = msgpack.unpackb(encode_index([_pack(b"\x07" * 32, BlobType.DATA, ids)]))
-    (entry,) = doc["packs"]
+    plain = encode_index([_pack(b"\x07" * 32, BlobType.DATA, ids)])
+    (entry,) = _entries(plain)
     assert isinstance(entry[4], bytes)
     assert len(entry[4]) == 3 * INDEX_RECORD.size == 3 * 48
-    assert doc["version"] == 1
-    assert doc["supersedes"] == []
+    assert msgpack.unpackb(plain)["supersedes"] == []
+
+
+def test_pack_entries_are_compressed() -> None:
+    """The entries are stored zstd-compressed: the records' small numbers shrink."""
+    ids = _ids(seeded(2), 2000)
+    packs = [_pack(seeded(3 + i).randbytes(32), BlobType.DATA, ids[i::4]) for i in range(4)]
+    plain = encode_index(packs)
+    doc = msgpack.unpackb(plain)
+    assert doc["packs"][0] == MARK_ZSTD
+    assert len(plain) < 0.8 * 2000 * INDEX_RECORD.size
+    assert decode_index(plain, name=NAME)[0] == packs
+
+
+def test_version_1_files_are_still_read() -> None:
+    """An index file of version 1, its entries a plain array, decodes as before."""
+    ids = _ids(seeded(4), 3)
+    pack = _pack(b"\x07" * 32, BlobType.TREE, ids)
+    records = b"".join(INDEX_RECORD.pack(*b) for b in pack.blobs)
+    plain = _doc(version=1, packs=[[pack.pack_id, pack.size, 120, 2, records]], supersedes=[])
+    assert decode_index(plain, name=NAME) == ([pack], [])
 
 
 @settings(max_examples=30, deadline=None)
@@ -177,6 +205,7 @@ def test_iter_blobs_yields_everything(seed: int, n_loaded: int, n_pending: int) 
 
 
 def _doc(**changes: object) -> bytes:
+    """A version-1 index plaintext (entries not compressed) with some fields changed."""
     doc: dict[str, object] = {
         "version": 1,
         "supersedes": [],
@@ -194,7 +223,11 @@ def _doc(**changes: object) -> bytes:
         pytest.param(b"\x93\x01\x02", id="truncated-msgpack"),
         pytest.param(msgpack.packb([1, 2, 3]), id="not-a-map"),
         pytest.param(msgpack.packb({"version": 1}), id="no-packs"),
-        pytest.param(_doc(version=2), id="unknown-version"),
+        pytest.param(_doc(version=3), id="unknown-version"),
+        pytest.param(_doc(version=2), id="v2-packs-not-bytes"),
+        pytest.param(_doc(version=2, packs=b"\x01not zstd"), id="v2-corrupt-zstd"),
+        pytest.param(_doc(version=2, packs=b"\x00\x93\x01"), id="v2-truncated-entries"),
+        pytest.param(_doc(version=2, packs=b"\x07"), id="v2-unknown-marker"),
         pytest.param(_doc(packs=[[b"\x01" * 31, 100, 50, 1, b""]]), id="short-pack-id"),
         pytest.param(_doc(packs=[[b"\x01" * 32, 100, 50, 1, b"x" * 47]]), id="partial-record"),
         pytest.param(_doc(packs=[[b"\x01" * 32, 100, 50, 7, b""]]), id="unknown-blob-type"),
