@@ -68,7 +68,10 @@ def start_key_derivation(args: list[str], environ: Mapping[str, str]) -> bool:
     if inputs is None:
         return False
     from crypto import argon2  # noqa: PLC0415
+    from repo.allocator import use_one_arena  # noqa: PLC0415
 
+    # Before the first thread: one started earlier keeps an arena of its own.
+    use_one_arena()
     argon2.start(inputs)
     return True
 

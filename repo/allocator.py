@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import cast
+
+# Imported before the key derivation starts (cli/early.py), so without typing's cost.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -15,12 +18,13 @@ _KEEP = 64 << 20
 
 @functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
-    import ctypes  # noqa: PLC0415 - here, after the key is derived: about 1 MiB resident
+    import ctypes  # noqa: PLC0415 - only where used: about 1 MiB resident
 
     try:
-        return cast(Callable[[int, int], int], ctypes.CDLL(None).mallopt)
+        mallopt: Callable[[int, int], int] = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
+    return mallopt
 
 
 @functools.cache
@@ -47,7 +51,8 @@ def _malloc_trim() -> Callable[[int], object] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return cast(Callable[[int], object], trim)
+    typed: Callable[[int], object] = trim
+    return typed
 
 
 def release_free_memory() -> None:

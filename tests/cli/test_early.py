@@ -142,12 +142,14 @@ def test_out_of_limit_parameters_are_not_run(repo_path: str, derived_in: list[st
 PROBE = """
 import json, sys, threading
 from crypto import argon2
+from repo.allocator import use_one_arena
 
 seen = []
 derive = argon2.argon2id
 
 def recording(inputs):
-    seen.append([threading.current_thread().name, "click" in sys.modules])
+    one_arena = use_one_arena.cache_info().currsize == 1
+    seen.append([threading.current_thread().name, "click" in sys.modules, one_arena])
     return derive(inputs)
 
 argon2.argon2id = recording
@@ -164,7 +166,8 @@ print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
 
 
 def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
-    """`hutch` starts Argon2id before click and the command line are imported, once."""
+    """`hutch` starts Argon2id before click and the command line are imported, once, and
+    after glibc is told to keep one arena (repo/allocator.py)."""
     script = PROBE.format(argv=["-r", repo_path, "snapshots", "--json"])
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -174,5 +177,5 @@ def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
         check=False,
     )
     report = json.loads(done.stderr.strip().splitlines()[-1])
-    assert report == {"code": 0, "seen": [["argon2id", False]]}
+    assert report == {"code": 0, "seen": [["argon2id", False, True]]}
     assert json.loads(done.stdout) == []

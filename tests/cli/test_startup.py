@@ -11,23 +11,28 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # Imported by nothing a command needs before its key is derived: fastcdc (chunking),
-# hashlib (the system's OpenSSL, ~4 MiB), concurrent.futures (pack writers), ctypes.
-HEAVY = ("fastcdc", "hashlib", "concurrent.futures", "ctypes")
+# hashlib (the system's OpenSSL, ~4 MiB), concurrent.futures (pack writers). Not ctypes:
+# glibc's one-arena setting goes through it and must come before Argon2id's threads.
+HEAVY = ("fastcdc", "hashlib", "concurrent.futures")
 
 PROBE = """
 import json, sys
 import crypto.keyfile
 from cli.main import main
+from repo.allocator import use_one_arena
 
 seen = []
+one_arena = []
 derive = crypto.keyfile.derive_key
 
 def recording(*args, **kwargs):
     seen.append(sorted(m for m in {heavy!r} if m in sys.modules))
+    one_arena.append(use_one_arena.cache_info().currsize == 1)
     return derive(*args, **kwargs)
 
 crypto.keyfile.derive_key = recording
@@ -37,16 +42,21 @@ except SystemExit as exc:
     code = exc.code
 else:
     code = 0
-print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
+print(json.dumps({{"code": code, "seen": seen, "one_arena": one_arena}}), file=sys.stderr)
 """
 
 
-def _probe(argv: list[str], env: dict[str, str]) -> tuple[int, list[list[str]]]:
+def _report(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     script = PROBE.format(heavy=HEAVY, argv=argv)
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
     )
-    report = json.loads(done.stderr.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stderr.strip().splitlines()[-1])
+    return report
+
+
+def _probe(argv: list[str], env: dict[str, str]) -> tuple[int, list[list[str]]]:
+    report = _report(argv, env)
     return int(report["code"]), report["seen"]
 
 
@@ -114,3 +124,14 @@ def test_init_derives_its_key_before_heavy_modules_load(tmp_path: Path) -> None:
     code, seen = _probe(["init"], environment)
     assert code == 0
     assert seen == [[]]
+
+
+@pytest.mark.parametrize("argv", [["backup", "SRC"], ["restore", "latest", "--target", "TARGET"]])
+def test_one_arena_is_set_before_the_key_is_derived(argv: list[str], env: dict[str, str]) -> None:
+    """glibc's one-arena setting precedes Argon2id: its threads, had they allocated
+    first, would keep arenas of their own for the command's threads to spread over."""
+    src = str(Path(env["HUTCH_REPOSITORY"]).parent / "src")
+    argv = [{"SRC": src, "TARGET": env["TARGET"] + "-arena"}.get(a, a) for a in argv]
+    report = _report(argv, env)
+    assert report["code"] == 0
+    assert report["one_arena"] == [True]
