@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         TAG_SIZE,
         ObjectType,
         seal,
+        seal_parts,
         unseal,
     )
     from crypto.errors import AuthenticationError, CryptoError, KeyFileError, WrongPassword
@@ -42,6 +43,7 @@ _HOME = {
     "SUBKEY_CONTEXT": "crypto.aead",
     "TAG_SIZE": "crypto.aead",
     "seal": "crypto.aead",
+    "seal_parts": "crypto.aead",
     "unseal": "crypto.aead",
     "AuthenticationError": "crypto.errors",
     "CryptoError": "crypto.errors",
@@ -88,6 +90,7 @@ __all__ = [
     "open_keyfile",
     "read_kdf_params",
     "seal",
+    "seal_parts",
     "unseal",
 ]
 

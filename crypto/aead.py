@@ -9,6 +9,7 @@ import os
 
 import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.errors import AuthenticationError
@@ -40,6 +41,9 @@ HEADER_SIZE = 2 + NONCE_SIZE
 OVERHEAD = HEADER_SIZE + TAG_SIZE
 # Changing this string changes every subkey, i.e. the on-disk format.
 SUBKEY_CONTEXT = "hutch 2026-11-26 object subkey v1"
+# seal_parts() joins smaller plaintexts: a streaming GCM object costs more to set up
+# than copying them.
+_STREAM_FROM = 64 * 1024
 
 
 def seal(
@@ -47,6 +51,19 @@ def seal(
 ) -> bytearray:
     """Encrypt and authenticate ``plaintext`` as an object of type ``otype``."""
     return _seal_with_nonce(key, otype, plaintext, associated, os.urandom(NONCE_SIZE))
+
+
+def seal_parts(
+    key: bytes,
+    otype: ObjectType,
+    parts: tuple[bytes | bytearray | memoryview, ...],
+    associated: bytes = b"",
+) -> bytearray:
+    """seal() of the parts' concatenation, without joining them first: a blob's marker
+    byte in front of a megabyte of incompressible data would cost a copy of it all."""
+    if sum(len(p) for p in parts) < _STREAM_FROM:
+        return seal(key, otype, b"".join(parts), associated)
+    return _seal_with_nonce(key, otype, parts, associated, os.urandom(NONCE_SIZE))
 
 
 def unseal(
@@ -79,26 +96,37 @@ def unseal(
 def _seal_with_nonce(
     key: bytes,
     otype: ObjectType,
-    plaintext: bytes | memoryview,
+    plaintext: bytes | memoryview | tuple[bytes | bytearray | memoryview, ...],
     associated: bytes,
     nonce: bytes,
 ) -> bytearray:
-    """Seal with a caller-chosen nonce; only seal() and the format test vectors use this."""
+    """Seal with a caller-chosen nonce; only seal(), seal_parts() and the format test
+    vectors use this. ``plaintext`` is one buffer or the parts of one."""
     _check_key(key)
     if len(nonce) != NONCE_SIZE:
         raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
-    aead = AESGCM(_subkey(key, nonce))
+    subkey = _subkey(key, nonce)
+    parts = plaintext if isinstance(plaintext, tuple) else (plaintext,)
     # Encrypted in place behind the header: joining header and ciphertext afterwards
     # would copy every stored byte once more.
-    out = bytearray(HEADER_SIZE + len(plaintext) + TAG_SIZE)
+    out = bytearray(HEADER_SIZE + sum(len(p) for p in parts) + TAG_SIZE)
     out[0], out[1] = FORMAT_VERSION, otype
     out[2:HEADER_SIZE] = nonce
-    aead.encrypt_into(
-        nonce[_SUBKEY_NONCE_SIZE:],
-        plaintext,
-        _aad(otype, associated),
-        memoryview(out)[HEADER_SIZE:],
-    )
+    view = memoryview(out)
+    if len(parts) == 1:
+        AESGCM(subkey).encrypt_into(
+            nonce[_SUBKEY_NONCE_SIZE:], parts[0], _aad(otype, associated), view[HEADER_SIZE:]
+        )
+        return out
+    # The same GCM, fed part by part: each update writes exactly its part's length,
+    # and the buffer after it has the 15 spare bytes update_into asks for (the tag's).
+    encryptor = Cipher(algorithms.AES(subkey), modes.GCM(nonce[_SUBKEY_NONCE_SIZE:])).encryptor()
+    encryptor.authenticate_additional_data(_aad(otype, associated))
+    at = HEADER_SIZE
+    for part in parts:
+        at += encryptor.update_into(part, view[at:])
+    encryptor.finalize()
+    view[at:] = encryptor.tag
     return out
 
 

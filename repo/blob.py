@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TypeVar
 
-from crypto import AuthenticationError, ObjectType, id_hash, seal, unseal
+from crypto import AuthenticationError, ObjectType, id_hash, seal, seal_parts, unseal
 from repo.errors import DamagedObject
 from repo.types import BlobId, BlobType
 
@@ -61,16 +61,25 @@ def _small_compressor(level: int) -> zstd.ZstdCompressor:
 
 def compress(data: bytes | bytearray | memoryview, level: int) -> bytes:
     """Return `marker ‖ payload`: zstd where it shrinks the data, raw otherwise."""
+    marker, payload = compress_parts(data, level)
+    return marker + payload
+
+
+def compress_parts(
+    data: bytes | bytearray | memoryview, level: int
+) -> tuple[bytes, bytes | bytearray | memoryview]:
+    """compress() as its two parts, the marker byte and the payload (the data itself
+    when stored raw), so that sealing them need not join them (seal_blob)."""
     if level > 0 and len(data) > 64:
         if len(data) >= SAMPLE_FROM:
             if _looks_incompressible(data):
-                return _RAW + data
+                return _RAW, data
             packed = zstd.compress(data, level=level)
         else:
             packed = _small_compressor(level).compress(data, zstd.ZstdCompressor.FLUSH_FRAME)
         if len(packed) + 1 < len(data):
-            return _ZSTD + packed
-    return _RAW + data
+            return _ZSTD, packed
+    return _RAW, data
 
 
 def decompress(stored: bytes, *, name: str) -> bytes:
@@ -88,8 +97,16 @@ def decompress(stored: bytes, *, name: str) -> bytes:
     raise DamagedObject(f"{name}: unknown compression marker {mark}")
 
 
-def seal_blob(key: bytes, btype: BlobType, blob_id: BlobId, payload: bytes) -> bytearray:
-    """Seal a compressed payload; the blob id is associated data."""
+def seal_blob(
+    key: bytes,
+    btype: BlobType,
+    blob_id: BlobId,
+    payload: bytes | tuple[bytes, bytes | bytearray | memoryview],
+) -> bytearray:
+    """Seal a compressed payload, or its (marker, payload) parts as compress_parts()
+    gives them; the blob id is associated data."""
+    if isinstance(payload, tuple):
+        return seal_parts(key, ObjectType(btype), payload, associated=blob_id)
     return seal(key, ObjectType(btype), payload, associated=blob_id)
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from repo.blob import compress, seal_blob
+from repo.blob import compress_parts, seal_blob
 from repo.errors import BackendError
 from repo.index import IndexedPack
 from repo.pack import PackWriter, Spool
@@ -123,7 +123,7 @@ class PackSaver:
             (
                 btype,
                 blob_id,
-                seal_blob(self._key, btype, blob_id, compress(data, self._level)),
+                seal_blob(self._key, btype, blob_id, compress_parts(data, self._level)),
                 len(data),
             )
             for btype, blob_id, data in batch

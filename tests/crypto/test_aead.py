@@ -14,6 +14,7 @@ from crypto import (
     AuthenticationError,
     ObjectType,
     seal,
+    seal_parts,
     unseal,
 )
 from crypto.aead import _seal_with_nonce, _subkey
@@ -171,3 +172,23 @@ def test_sealed_object_vector_matches_spec() -> None:
     subkey = blake3.blake3(KEY + nonce[:12], derive_key_context=SUBKEY_CONTEXT).digest()
     aad = bytes([1, ObjectType.DATA]) + VECTOR_BLOB_ID
     assert AESGCM(subkey).decrypt(nonce[12:], sealed[26:], aad) == VECTOR_PLAINTEXT
+
+
+@given(
+    parts=st.lists(st.binary(max_size=3000), min_size=1, max_size=4),
+    associated=associated_data,
+    big=st.booleans(),
+)
+def test_sealing_parts_equals_sealing_them_joined(
+    parts: list[bytes], associated: bytes, big: bool
+) -> None:
+    """Fed part by part (streaming GCM), the sealed bytes are those of the joined
+    plaintext, byte for byte, and they open to it."""
+    if big:  # past seal_parts' streaming threshold
+        parts = [*parts, bytes(range(256)) * 300]
+    joined = b"".join(parts)
+    by_parts = _seal_with_nonce(KEY, ObjectType.DATA, tuple(parts), associated, VECTOR_NONCE)
+    whole = _seal_with_nonce(KEY, ObjectType.DATA, joined, associated, VECTOR_NONCE)
+    assert by_parts == whole
+    sealed = seal_parts(KEY, ObjectType.TREE, tuple(memoryview(p) for p in parts), associated)
+    assert unseal(KEY, ObjectType.TREE, sealed, associated) == joined

@@ -31,6 +31,7 @@ def test_exported_names() -> None:
         "open_keyfile",
         "read_kdf_params",
         "seal",
+        "seal_parts",
         "unseal",
     }
     assert all(hasattr(crypto, name) for name in crypto.__all__)

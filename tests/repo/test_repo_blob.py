@@ -16,6 +16,7 @@ from repo.blob import (
     MARK_RAW,
     MARK_ZSTD,
     compress,
+    compress_parts,
     decompress,
     open_blob,
     open_data_view,
@@ -239,3 +240,21 @@ def test_open_data_view_names_damage() -> None:
     lying = seal_blob(ENC_KEY, BlobType.DATA, other_id, compress(data, 3))
     with pytest.raises(DamagedObject, match="does not match its id"):
         open_data_view(ENC_KEY, ID_KEY, other_id, bytes(lying), len(data))
+
+
+@given(data=payloads, level=st.integers(0, 5))
+def test_compress_parts_are_compress_split(data: bytes, level: int) -> None:
+    """compress_parts gives compress()'s marker and payload, unjoined."""
+    marker, payload = compress_parts(data, level)
+    assert marker + bytes(payload) == compress(data, level)
+
+
+def test_an_incompressible_chunk_is_sealed_without_a_copy() -> None:
+    """A raw chunk's payload is the chunk itself, and sealed from the parts it opens."""
+    data = os.urandom(1024 * 1024)
+    marker, payload = compress_parts(data, 3)
+    assert marker == bytes([MARK_RAW])
+    assert payload is data
+    blob_id = id_hash(ID_KEY, data)
+    stored = seal_blob(ENC_KEY, BlobType.DATA, blob_id, (marker, payload))
+    assert open_blob(ENC_KEY, ID_KEY, BlobType.DATA, blob_id, bytes(stored)) == data
