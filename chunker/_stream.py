@@ -15,15 +15,18 @@ def iter_chunks(
     read: Callable[[int], bytes],
     params: ChunkerParams,
     window: int | bytearray = DEFAULT_WINDOW,
+    readinto: Callable[[memoryview], int] | None = None,
 ) -> Iterator[bytes]:
     """Split the stream produced by repeated read(n) calls (b"" = end) into content-defined chunks.
 
     The chunks equal those of chunk_bytes on the whole stream, whatever the
     window and however short the reads. `window` is a size, or a buffer to chunk
     in (its length is the window), which a caller chunking many streams one after
-    another reuses instead of allocating a window per stream. Raises ChunkerError at
-    call time for bad params, a window under 2 * max_size, or a missing fastcdc
-    extension.
+    another reuses instead of allocating a window per stream. With a buffer,
+    `readinto(view)` (bytes put at the start of view; 0 = end), if given, fills it
+    in place of read: the bytes land in the window without a copy on the way. Raises
+    ChunkerError at call time for bad params, a window under 2 * max_size, or a
+    missing fastcdc extension.
     """
     params.validate()
     require_extension()
@@ -34,7 +37,7 @@ def iter_chunks(
         raise ChunkerError(
             f"chunker window {size} is smaller than 2 * max_size ({2 * params.max_size})"
         )
-    return _iter_windows(read, params, window)
+    return _iter_windows(read, params, window, readinto)
 
 
 def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> list[bytes]:
@@ -45,12 +48,16 @@ def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> list[bytes]:
 
 
 def _iter_windows(
-    read: Callable[[int], bytes], params: ChunkerParams, window: int | bytearray
+    read: Callable[[int], bytes],
+    params: ChunkerParams,
+    window: int | bytearray,
+    readinto: Callable[[memoryview], int] | None,
 ) -> Iterator[bytes]:
     """Chunk the stream one window at a time, carrying each window's unfinished tail."""
+    fill = _filler(read, readinto)
     if isinstance(window, bytearray):
         view = memoryview(window)
-        filled, is_end = _fill(read, view, 0)
+        filled, is_end = fill(view, 0)
         if not filled:
             return
     else:
@@ -79,7 +86,7 @@ def _iter_windows(
             return
         # Move the tail to the front (memoryview assignment handles the overlap).
         view[: filled - tail_offset] = view[tail_offset:filled]
-        filled, is_end = _fill(read, view, filled - tail_offset)
+        filled, is_end = fill(view, filled - tail_offset)
 
 
 def _read_window(read: Callable[[int], bytes], window: int) -> tuple[bytes, bool]:
@@ -95,19 +102,38 @@ def _read_window(read: Callable[[int], bytes], window: int) -> tuple[bytes, bool
     return b"".join(parts), False
 
 
-def _fill(read: Callable[[int], bytes], view: memoryview, filled: int) -> tuple[int, bool]:
-    """Read into view after its first filled bytes until it is full or the stream ends.
+def _filler(
+    read: Callable[[int], bytes], readinto: Callable[[memoryview], int] | None
+) -> Callable[[memoryview, int], tuple[int, bool]]:
+    """fill(view, filled): read into view after its first filled bytes until it is full
+    or the stream ends; returns the new fill level and whether the stream ended."""
 
-    Returns the new fill level and whether the stream ended.
-    """
-    window = len(view)
-    while filled < window:
-        part = _read(read, window - filled)
-        if not part:
-            return filled, True
-        view[filled : filled + len(part)] = part
-        filled += len(part)
-    return filled, False
+    def fill(view: memoryview, filled: int) -> tuple[int, bool]:
+        window = len(view)
+        while filled < window:
+            part = _read(read, window - filled)
+            if not part:
+                return filled, True
+            view[filled : filled + len(part)] = part
+            filled += len(part)
+        return filled, False
+
+    if readinto is None:
+        return fill
+    into = readinto
+
+    def fill_in_place(view: memoryview, filled: int) -> tuple[int, bool]:
+        window = len(view)
+        while filled < window:
+            n = into(view[filled:])
+            if n > window - filled:
+                raise ChunkerError(f"readinto reported {n} bytes, more than the room given")
+            if not n:
+                return filled, True
+            filled += n
+        return filled, False
+
+    return fill_in_place
 
 
 def _read(read: Callable[[int], bytes], size: int) -> bytes:

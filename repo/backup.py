@@ -15,7 +15,7 @@ from chunker import iter_chunks
 from repo.errors import RepoError, SourceError
 from repo.fsmeta import group_name, node_from_stat, user_name
 from repo.pattern import PatternSet, split_path
-from repo.readahead import Feed, Readers, ReadFeed, read_head
+from repo.readahead import DirectFeed, Feed, Readers, ReadFeed, read_head
 from repo.repository import Repository
 from repo.snapshot import Snapshot
 from repo.tree import MAX_INLINE_CONTENT, Node, encode_content_list, encode_tree
@@ -192,7 +192,7 @@ class Archiver:
 
     # -- files -----------------------------------------------------------------------
 
-    def _store_file(self, entry: _Entry, feed: Feed | ReadFeed) -> None:
+    def _store_file(self, entry: _Entry, feed: Feed | ReadFeed | DirectFeed) -> None:
         node, st = entry.node, entry.st
         size = 0
 
@@ -201,8 +201,9 @@ class Archiver:
             self.reporter.bytes_read(len(data))
             return data
 
+        readinto = self._counted_readinto(feed) if isinstance(feed, DirectFeed) else None
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, self._window()):
+        for chunk in iter_chunks(read, self.repo.config.chunker, self._window(), readinto):
             content.append(self._save(BlobType.DATA, chunk))
             size += len(chunk)
         after = feed.after
@@ -224,6 +225,14 @@ class Archiver:
         else:
             self.stats.files_changed += 1
         self.reporter.file_done(entry.path, node.size)
+
+    def _counted_readinto(self, feed: DirectFeed) -> Callable[[memoryview], int]:
+        def readinto(view: memoryview) -> int:
+            n = feed.readinto(view)
+            self.reporter.bytes_read(n)
+            return n
+
+        return readinto
 
     def _set_content(self, node: Node, content: list[BlobId]) -> None:
         if len(content) <= MAX_INLINE_CONTENT:

@@ -26,6 +26,12 @@ MAX_AHEAD = 64
 # at the GIL each way: about 150 µs a file, against 10 µs to read it.
 DIRECT_MAX = 64 * 1024
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+# Files of at least this size are read by the archiver's own thread, straight into the
+# window it chunks in (DirectFeed): through a reader thread every block was copied once
+# more, and every hand-over cost a turn at the GIL, on the thread that bounds a backup
+# of large incompressible files. The kernel's sequential read-ahead keeps the disk
+# busy meanwhile.
+DIRECT_FROM = 4 * 1024 * 1024
 
 
 def _take(block: bytes, pos: int, n: int) -> tuple[bytes, int]:
@@ -108,6 +114,51 @@ class ReadFeed:
         """Nothing to stop: the file was read before the feed was made."""
 
 
+class DirectFeed:
+    """A large file the archiver reads itself: opened on the first read, closed at its
+    end or on cancel."""
+
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+        self.after: os.stat_result | None = None
+        self._fd = -1
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes of the file, b"" at its end."""
+        if self.after is not None:
+            return b""
+        data = os.read(self._open(), n)
+        if not data:
+            self._end()
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        """Read into view; the number of bytes put there, 0 at the end of the file."""
+        if self.after is not None:
+            return 0
+        n = os.readv(self._open(), [view])
+        if not n:
+            self._end()
+        return n
+
+    def cancel(self) -> None:
+        """Close the file (a no-op once it is read to its end)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = open_regular(self.path)
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return self._fd
+
+    def _end(self) -> None:
+        self.after = os.fstat(self._fd)
+        self.cancel()
+
+
 def read_cached(path: bytes, size: int) -> ReadFeed | None:
     """The file, read whole, if it still has `size` bytes and the page cache holds them
     all; None if that read would wait for the disk, or anything else is off (a reader
@@ -163,13 +214,14 @@ class Readers:
 
     def feeds(
         self, paths: list[bytes], sizes: list[int] | None = None
-    ) -> Generator[Feed | ReadFeed, None, None]:
+    ) -> Generator[Feed | ReadFeed | DirectFeed, None, None]:
         """The files' feeds in order. n are handed out at least; with `sizes`, small files
         (one block at most) beyond those, while they hold at most SMALL_AHEAD bytes in
         all: each is one read, and waiting for each on its own made the archiver idle
         between small files. Jobs are taken in order, so the first unfinished feed
-        always has a thread: those before it are finished."""
-        ahead: deque[Feed | ReadFeed] = deque()
+        always has a thread: those before it are finished. With `sizes`, files of
+        DIRECT_FROM bytes or more are left to the archiver (DirectFeed)."""
+        ahead: deque[Feed | ReadFeed | DirectFeed] = deque()
         small: deque[int] = deque()  # the size of each feed ahead that counts as small
         held = 0
         rest = iter(range(len(paths)))
@@ -183,8 +235,7 @@ class Readers:
                         is_small and held + size <= SMALL_AHEAD and len(ahead) < MAX_AHEAD
                     ):
                         break
-                    read = read_cached(paths[following], size) if size <= DIRECT_MAX else None
-                    ahead.append(read or self._start(paths[following]))
+                    ahead.append(self._feed(paths[following], size, sizes is not None))
                     small.append(size if is_small else 0)
                     held += small[-1]
                     following = next(rest, None)
@@ -196,6 +247,15 @@ class Readers:
         finally:
             for feed in ahead:
                 feed.cancel()
+
+    def _feed(self, path: bytes, size: int, is_size_known: bool) -> Feed | ReadFeed | DirectFeed:
+        if size <= DIRECT_MAX:
+            read = read_cached(path, size)
+            if read is not None:
+                return read
+        elif is_size_known and size >= DIRECT_FROM:
+            return DirectFeed(path)
+        return self._start(path)
 
     def _start(self, path: bytes) -> Feed:
         feed = Feed(path)

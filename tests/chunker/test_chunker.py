@@ -114,6 +114,50 @@ def test_a_reused_window_buffer_gives_every_stream_its_own_chunks(
         assert all(isinstance(c, bytes) for c in chunks)
 
 
+def readinto_over(data: bytes, sizes: list[int]) -> Callable[[memoryview], int]:
+    """Return a readinto(view) over data that fills at most the next of sizes bytes."""
+    stream = io.BytesIO(data)
+    limits = itertools.cycle(sizes)
+
+    def readinto(view: memoryview) -> int:
+        return stream.readinto(view[: next(limits)])
+
+    return readinto
+
+
+def unused_read(n: int) -> bytes:
+    raise AssertionError("read() called although readinto was given")
+
+
+@FAST
+@given(
+    streams=st.lists(STREAMS, min_size=1, max_size=3),
+    window=SMALL_WINDOWS,
+    sizes=st.lists(st.integers(min_value=1, max_value=70000), min_size=1, max_size=20),
+)
+def test_readinto_fills_the_window_with_the_same_chunks(
+    streams: list[bytes], window: int, sizes: list[int]
+) -> None:
+    """Filled in place by readinto, short fills or not, a reused window gives the
+    chunks of chunking each stream whole."""
+    buffer = bytearray(window)
+    for data in streams:
+        into = readinto_over(data, sizes)
+        chunks = list(iter_chunks(unused_read, SMALL, buffer, readinto=into))
+        assert chunks == chunk_bytes(data, SMALL)
+
+
+def test_readinto_reporting_more_than_the_room_is_rejected() -> None:
+    """A readinto claiming more bytes than its view holds raises ChunkerError."""
+
+    def boastful(view: memoryview) -> int:
+        return len(view) + 1
+
+    buffer = bytearray(2 * SMALL.max_size)
+    with pytest.raises(ChunkerError, match="more than the room"):
+        list(iter_chunks(unused_read, SMALL, buffer, readinto=boastful))
+
+
 @FAST
 @given(
     data=STREAMS,

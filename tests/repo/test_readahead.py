@@ -177,3 +177,56 @@ def test_without_rwf_nowait_every_file_goes_to_the_threads(
     monkeypatch.setattr(readahead, "_RWF_NOWAIT", 0)
     path = _files(tmp_path, [10])[0]
     assert readahead.read_cached(path, 10) is None
+
+
+def test_large_files_are_read_by_the_archiver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given sizes, a file of DIRECT_FROM bytes or more gets a DirectFeed, no thread:
+    readinto fills the caller's buffer, the file is closed at its end, `after` set."""
+    monkeypatch.setattr(readahead, "DIRECT_FROM", 5000)
+    monkeypatch.setattr(readahead, "DIRECT_MAX", -1)  # no file read whole up front
+    sizes = [100, 5000, 7777]
+    paths = _files(tmp_path, sizes)
+    readers = Readers(1)
+    started: list[bytes] = []
+    original = readers._start
+
+    def counting(path: bytes) -> readahead.Feed:
+        started.append(path)
+        return original(path)
+
+    monkeypatch.setattr(readers, "_start", counting)
+    got = []
+    try:
+        for i, feed in enumerate(readers.feeds(paths, sizes)):
+            if sizes[i] < 5000:
+                got.append(_read_all(feed))
+                continue
+            assert isinstance(feed, readahead.DirectFeed)
+            buffer = bytearray(3000)
+            parts = []
+            while n := feed.readinto(memoryview(buffer)):
+                parts.append(bytes(buffer[:n]))
+            assert feed.after is not None and feed.after.st_size == sizes[i]
+            assert feed._fd == -1
+            assert feed.readinto(memoryview(buffer)) == 0 and feed.read(10) == b""
+            got.append(b"".join(parts))
+    finally:
+        readers.close()
+    assert got == [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    assert paths[1] not in started and paths[2] not in started
+
+
+def test_a_direct_feed_cancelled_midway_closes_its_file(tmp_path: Path) -> None:
+    """Cancelling a DirectFeed that has read part of its file closes the descriptor;
+    its errors (a missing file) are raised to the archiver as OSError."""
+    (path,) = _files(tmp_path, [10_000])
+    feed = readahead.DirectFeed(path)
+    assert feed.read(100) == bytes(100)
+    fd = feed._fd
+    feed.cancel()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    with pytest.raises(OSError):
+        readahead.DirectFeed(path + b".gone").read(1)

@@ -259,6 +259,43 @@ def test_read_concurrency_gives_the_same_tree(
     assert trees[0] == trees[1]
 
 
+def test_files_read_by_the_archiver_give_the_same_tree(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read straight into the chunking window (DirectFeed) store the same tree as
+    files handed over by the reader threads; one that cannot be opened is reported."""
+    src = _many_files(tmp_path / "src")
+    repo = make_repo(chunker=TINY_CHUNKS)
+    filled: list[int] = []
+    real_readinto = readahead.DirectFeed.readinto
+
+    def counting(feed: readahead.DirectFeed, view: memoryview) -> int:
+        filled.append(n := real_readinto(feed, view))
+        return n
+
+    monkeypatch.setattr(readahead.DirectFeed, "readinto", counting)
+    monkeypatch.setattr(readahead, "DIRECT_MAX", -1)  # no file read whole up front
+    trees = []
+    for direct_from in (1 << 40, 1000):
+        monkeypatch.setattr(readahead, "DIRECT_FROM", direct_from)
+        snap, reporter = _run(repo, src, read_concurrency=2)
+        assert reporter.errors == reporter.warnings == []
+        trees.append(find_node(repo, snap.tree, os.fsencode(src)).subtree)
+        assert (sum(filled) > 30_000) == (direct_from == 1000)
+    assert trees[0] == trees[1]
+    bad = os.fsencode(src / "top")  # 30,000 bytes: read directly
+    real_open = readahead.open_regular
+
+    def refuse_one(path: bytes) -> int:
+        if path == bad:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path)
+
+    monkeypatch.setattr(readahead, "open_regular", refuse_one)
+    snap, reporter = _run(repo, src, read_concurrency=2)
+    assert reporter.errors == [(bad, "Permission denied")]
+
+
 def test_read_concurrency_reads_files_at_the_same_time(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
