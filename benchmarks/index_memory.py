@@ -5,14 +5,15 @@ Loads an index of N blobs (default 1 million, in packs of 100 data blobs, as a b
 of ~1 TB at the default chunk size would have) and prints the growth of the process's
 resident memory per blob, and the time of the load and of lookups.
 
-    python3 benchmarks/index_memory.py [--blobs 1000000] [--via load|add|repository]
+    .venv/bin/python benchmarks/index_memory.py [--blobs 1000000] [--via load|add|repository]
 
 --via says how the blobs come in: `load` streams the packs into MasterIndex.load (the
 default); `add` hands them to MasterIndex.add_pack one by one, as a backup does; and
 `repository` writes them as index files of a local repository (in a child process,
 in --work or a temporary folder) that Repository.open then loads.
 
-Run it from the checkout (or with hutch installed). Peers for comparison (from their
+Run it from the checkout with an interpreter that has hutch's dependencies (the
+`.venv` that `make test` builds, or one where hutch is installed). Peers for comparison (from their
 designs, not measured here): a Python dict of tuples ~200 bytes a blob, restic ~56 plus
 buckets, borg ~106 per chunk.
 """
