@@ -6,7 +6,6 @@ import datetime as dt
 import getpass
 import glob
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from repo.backup import (
     parse_files_from,
     parse_files_from_raw,
 )
+from repo.lock import hostname
 from repo.pattern import read_pattern_file
 from repo.prune import parse_size
 from repo.repository import Repository
@@ -266,7 +266,7 @@ def _options(req: BackupRequest, abs_paths: list[bytes]) -> BackupOptions:
         raise CliError(str(exc), 2) from exc
     return BackupOptions(
         paths=abs_paths,
-        hostname=req.host or socket.gethostname(),
+        hostname=req.host or hostname(),
         username=getpass.getuser(),
         tags=[t for tag in req.tags for t in tag.split(",") if t],
         time_ns=_parse_time(req.time) if req.time else None,

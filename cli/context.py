@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import socket
 import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from repo.allocator import use_one_arena
 from repo.backend import Backend, BackendOptions, open_backend
 from repo.backend.local import LocalBackend
 from repo.cache import Cache, default_cache_root
-from repo.lock import Lock, locked
+from repo.lock import Lock, hostname, locked
 from repo.repository import Repository
 
 
@@ -149,7 +148,7 @@ def key_info() -> KeyInfo:
     import getpass  # noqa: PLC0415 - only where a key file is made
 
     return KeyInfo(
-        hostname=socket.gethostname(),
+        hostname=hostname(),
         username=getpass.getuser(),
         created=dt.datetime.now(dt.UTC).astimezone().isoformat(),
     )

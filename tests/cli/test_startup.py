@@ -135,3 +135,21 @@ def test_one_arena_is_set_before_the_key_is_derived(argv: list[str], env: dict[s
     report = _report(argv, env)
     assert report["code"] == 0
     assert report["one_arena"] == [True]
+
+
+def test_a_local_repository_needs_no_socket_module(env: dict[str, str]) -> None:
+    """socket (5 ms of every start-up) is left unimported when no network is used: the
+    host name comes from os.uname()."""
+    script = (
+        "import sys\n"
+        "from cli.main import main\n"
+        "try:\n"
+        "    main(['snapshots', '--json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('socket' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.stderr.strip().splitlines()[-1] == "False"
