@@ -89,10 +89,11 @@ class _Started:
         self.thread = threading.Thread(target=self._run, name="argon2id")
 
     def _run(self) -> None:
-        # An error is left for the caller to meet again when it derives in its thread.
+        # Any error is left for the caller to meet again when it derives in its own
+        # thread, which reports it; raised here it would print a traceback.
         try:
             self.key = argon2id(self.inputs)
-        except (MemoryError, ValueError):
+        except Exception:
             self.key = None
 
 
