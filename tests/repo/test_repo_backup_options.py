@@ -242,6 +242,18 @@ def _many_files(root: Path) -> Path:
     return _tree(root, files)
 
 
+def _refuse_to_open(monkeypatch: pytest.MonkeyPatch, bad: bytes) -> None:
+    """Opening `bad` for reading fails with EACCES from now on; other files open."""
+    real_open = readahead.open_regular
+
+    def refuse_one(path: bytes) -> int:
+        if path == bad:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path)
+
+    monkeypatch.setattr(readahead, "open_regular", refuse_one)
+
+
 def test_read_concurrency_gives_the_same_tree(
     make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,14 +296,7 @@ def test_files_read_by_the_archiver_give_the_same_tree(
         assert (sum(filled) > 30_000) == (direct_from == 1000)
     assert trees[0] == trees[1]
     bad = os.fsencode(src / "top")  # 30,000 bytes: read directly
-    real_open = readahead.open_regular
-
-    def refuse_one(path: bytes) -> int:
-        if path == bad:
-            raise PermissionError(13, "Permission denied")
-        return real_open(path)
-
-    monkeypatch.setattr(readahead, "open_regular", refuse_one)
+    _refuse_to_open(monkeypatch, bad)
     snap, reporter = _run(repo, src, read_concurrency=2)
     assert reporter.errors == [(bad, "Permission denied")]
 
@@ -324,14 +329,7 @@ def test_unreadable_file_among_read_ahead_files(
     """A file a reader thread cannot open is reported and left out; its neighbours are stored."""
     src = _many_files(tmp_path / "src")
     bad = os.fsencode(src / "d1" / "f3")
-    real_open = readahead.open_regular
-
-    def refuse_one(path: bytes) -> int:
-        if path == bad:
-            raise PermissionError(13, "Permission denied")
-        return real_open(path)
-
-    monkeypatch.setattr(readahead, "open_regular", refuse_one)
+    _refuse_to_open(monkeypatch, bad)
     snap, reporter = _run(repo, src, read_concurrency=3)
     assert reporter.errors == [(bad, "Permission denied")]
     names = {path for path, _ in walk(repo, snap.tree, b"/")}
