@@ -43,6 +43,11 @@ def iter_chunks(
 def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> list[bytes]:
     """Split in-memory data into content-defined chunks in one fastcdc call."""
     params.validate()
+    require_extension()  # a broken installation fails on every file, not on the first large one
+    if len(data) <= params.min_size:
+        # fastcdc looks for no cut before min_size: data this short is one chunk (none
+        # when empty), and the call would only cost its set-up (most files are short).
+        return [bytes(data)] if data else []
     view = memoryview(data).cast("B")
     return [bytes(view[offset : offset + length]) for offset, length in cut_points(view, params)]
 

@@ -6,12 +6,12 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from chunker import iter_chunks
+from chunker import chunk_bytes, iter_chunks
 from repo.errors import RepoError, SourceError
 from repo.fsmeta import group_name, node_from_stat, user_name
 from repo.pattern import PatternSet, split_path
@@ -201,9 +201,15 @@ class Archiver:
             self.reporter.bytes_read(len(data))
             return data
 
-        readinto = self._counted_readinto(feed) if isinstance(feed, DirectFeed) else None
+        params = self.repo.config.chunker
+        chunks: Iterable[bytes]
+        if isinstance(feed, ReadFeed):  # read whole already: no window to copy it into
+            chunks = chunk_bytes(read(st.st_size + 1), params)
+        else:
+            readinto = self._counted_readinto(feed) if isinstance(feed, DirectFeed) else None
+            chunks = iter_chunks(read, params, self._window(), readinto)
         content = []
-        for chunk in iter_chunks(read, self.repo.config.chunker, self._window(), readinto):
+        for chunk in chunks:
             content.append(self._save(BlobType.DATA, chunk))
             size += len(chunk)
         after = feed.after

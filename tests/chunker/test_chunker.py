@@ -19,6 +19,7 @@ from chunker import (
     chunk_bytes,
     iter_chunks,
 )
+from chunker._fastcdc import cut_points
 
 # Small sizes keep property tests fast while exercising many chunks per input.
 SMALL = ChunkerParams(min_size=64, avg_size=256, max_size=1024)
@@ -339,3 +340,22 @@ def test_from_dict_rejects_garbage(garbage: object) -> None:
     """from_dict raises ChunkerError, not TypeError, for values that are no params mapping."""
     with pytest.raises(ChunkerError):
         ChunkerParams.from_dict(garbage)  # type: ignore[arg-type]
+
+
+def test_data_no_longer_than_min_size_is_one_chunk_without_fastcdc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fastcdc never cuts before min_size, so chunk_bytes returns such data whole, the
+    same object, without calling it (most files are that short); empty data is no chunk."""
+
+    def no_fastcdc(*_args: object) -> list[tuple[int, int]]:
+        raise AssertionError("fastcdc called for data no longer than min_size")
+
+    data = random_bytes(7, SMALL.min_size)
+    assert cut_points(memoryview(data), SMALL) == [(0, len(data))]
+    monkeypatch.setattr("chunker._stream.cut_points", no_fastcdc)
+    assert chunk_bytes(data, SMALL)[0] is data
+    assert chunk_bytes(data[:10], SMALL) == [data[:10]]
+    assert chunk_bytes(b"", SMALL) == []
+    with pytest.raises(AssertionError):
+        chunk_bytes(data + b"x", SMALL)
