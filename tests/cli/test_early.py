@@ -179,3 +179,24 @@ def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report == {"code": 0, "seen": [["argon2id", False, True]]}
     assert json.loads(done.stdout) == []
+
+
+def test_a_key_file_that_is_not_msgpack_leaves_the_error_to_the_command(
+    repo_path: str,
+) -> None:
+    """The entry point's guess fails quietly on a garbled key file; the command then
+    reports it damaged in one line, without a traceback."""
+    (key,) = (Path(repo_path) / "keys").iterdir()
+    key.write_bytes(b"\xc1 not msgpack")
+    script = f"import sys; sys.argv = ['hutch', '-r', {repo_path!r}, 'snapshots']\n"
+    script += "from cli.early import main\nmain()\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"HUTCH_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("error:") == 1 and "damaged" in done.stderr

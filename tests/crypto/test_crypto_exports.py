@@ -1,5 +1,7 @@
 """Tests pinning the public names of the crypto package."""
 
+import importlib
+
 import crypto
 
 
@@ -41,3 +43,12 @@ def test_error_hierarchy() -> None:
     """Every crypto error derives from CryptoError."""
     for error in (crypto.AuthenticationError, crypto.WrongPassword, crypto.KeyFileError):
         assert issubclass(error, crypto.CryptoError)
+
+
+def test_every_exported_name_resolves() -> None:
+    """Each public name loads from its submodule on first use (the package imports
+    them lazily), and is the submodule's own object."""
+    for name in crypto.__all__:
+        value = getattr(crypto, name)
+        home = importlib.import_module(crypto._HOME[name])
+        assert getattr(home, name) is value

@@ -63,53 +63,44 @@ def _stored_ids(store: _Store) -> set[BlobId]:
     return {b.blob_id for data in store.packs.values() for b in _header(data)}
 
 
-def test_small_blobs_go_to_the_workers_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """200 blobs of 5,000 bytes make ceil(200 / BATCH_BLOBS) worker tasks, not 200."""
-    monkeypatch.setattr(saver, "BATCH_BYTES", 1 << 30)
+def _save_all(
+    monkeypatch: pytest.MonkeyPatch, blobs: list[bytes]
+) -> tuple[_Store, list[tuple[str, int]]]:
+    """Save blobs (ids 0, 1, ...) through a new saver and flush it; the store and the
+    _pack_blobs calls made (see _count_tasks)."""
     store = _Store()
     packer = _saver(store)
     calls = _count_tasks(monkeypatch, packer)
     try:
-        for i in range(200):
-            packer.add(BlobType.DATA, _blob_id(i), os.urandom(5000))
+        for i, data in enumerate(blobs):
+            packer.add(BlobType.DATA, _blob_id(i), data)
         packer.flush()
     finally:
         packer.close()
+    return store, calls
+
+
+def test_small_blobs_go_to_the_workers_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 blobs of 5,000 bytes make ceil(200 / BATCH_BLOBS) worker tasks, not 200."""
+    monkeypatch.setattr(saver, "BATCH_BYTES", 1 << 30)
+    store, calls = _save_all(monkeypatch, [os.urandom(5000) for _ in range(200)])
     assert [n for _, n in calls] == [64, 64, 64, 8]
     assert all(name.startswith("compress") for name, _ in calls)
     assert _stored_ids(store) == {_blob_id(i) for i in range(200)}
 
 
-def test_a_batch_ends_at_batch_bytes() -> None:
+def test_a_batch_ends_at_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blobs of 100 KiB go three to a task (the third takes it past 256 KiB); one of
     BATCH_BYTES or more goes at once, with what was batched before it."""
-    store = _Store()
-    packer = _saver(store)
-    monkeypatch = pytest.MonkeyPatch()
-    calls = _count_tasks(monkeypatch, packer)
-    try:
-        for i in range(7):
-            packer.add(BlobType.DATA, _blob_id(i), os.urandom(100 * 1024))
-        packer.add(BlobType.DATA, _blob_id(7), os.urandom(saver.BATCH_BYTES))
-        packer.flush()
-    finally:
-        packer.close()
-        monkeypatch.undo()
+    blobs = [os.urandom(100 * 1024) for _ in range(7)] + [os.urandom(saver.BATCH_BYTES)]
+    store, calls = _save_all(monkeypatch, blobs)
     assert [n for _, n in calls] == [3, 3, 2]
     assert _stored_ids(store) == {_blob_id(i) for i in range(8)}
 
 
 def test_tiny_blobs_are_packed_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blobs under INLINE_MAX never wait for a worker."""
-    store = _Store()
-    packer = _saver(store)
-    calls = _count_tasks(monkeypatch, packer)
-    try:
-        for i in range(100):
-            packer.add(BlobType.DATA, _blob_id(i), b"%d" % i * 10)
-        packer.flush()
-    finally:
-        packer.close()
+    store, calls = _save_all(monkeypatch, [b"%d" % i * 10 for i in range(100)])
     assert {name for name, _ in calls} == {threading.current_thread().name}
     assert _stored_ids(store) == {_blob_id(i) for i in range(100)}
 
@@ -117,14 +108,7 @@ def test_tiny_blobs_are_packed_on_the_callers_thread(monkeypatch: pytest.MonkeyP
 def test_a_pack_ends_at_max_pack_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """However small its blobs, a pack holds at most MAX_PACK_BLOBS of them."""
     monkeypatch.setattr(saver, "MAX_PACK_BLOBS", 10)
-    store = _Store()
-    packer = _saver(store)
-    try:
-        for i in range(25):
-            packer.add(BlobType.DATA, _blob_id(i), os.urandom(100))
-        packer.flush()
-    finally:
-        packer.close()
+    store, _calls = _save_all(monkeypatch, [os.urandom(100) for _ in range(25)])
     assert sorted(len(p.blobs) for p in store.indexed) == [5, 10, 10]
     assert _stored_ids(store) == {_blob_id(i) for i in range(25)}
 
