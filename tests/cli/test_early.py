@@ -165,17 +165,22 @@ print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
 """
 
 
-def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
-    """`hutch` starts Argon2id before click and the command line are imported, once, and
-    after glibc is told to keep one arena (repo/allocator.py)."""
-    script = PROBE.format(argv=["-r", repo_path, "snapshots", "--json"])
-    done = subprocess.run(
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run script in a fresh interpreter with the test password and nothing else set."""
+    return subprocess.run(
         [sys.executable, "-c", script],
         env={"HUTCH_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
+    """`hutch` starts Argon2id before click and the command line are imported, once, and
+    after glibc is told to keep one arena (repo/allocator.py)."""
+    script = PROBE.format(argv=["-r", repo_path, "snapshots", "--json"])
+    done = _python(script)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report == {"code": 0, "seen": [["argon2id", False, True]]}
     assert json.loads(done.stdout) == []
@@ -190,13 +195,7 @@ def test_a_key_file_that_is_not_msgpack_leaves_the_error_to_the_command(
     key.write_bytes(b"\xc1 not msgpack")
     script = f"import sys; sys.argv = ['hutch', '-r', {repo_path!r}, 'snapshots']\n"
     script += "from cli.early import main\nmain()\n"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"HUTCH_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _python(script)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("error:") == 1 and "damaged" in done.stderr
