@@ -11,6 +11,20 @@ from repo.backend import TEMP_MARK
 from repo.errors import BackendError, ObjectNotFound
 from repo.types import FileInfo, Handle, Kind
 
+# Pack bytes this backend has written (once durable) or read (at least DROP_FROM of
+# them) leave the page cache straight away (docs/design.md, "Page cache"): a backup
+# or a restore would otherwise fill memory with data no one reads again soon, and
+# fresh pages for the next pack cost the kernel far more than pages just freed.
+DROP_FROM = 128 * 1024
+
+
+def _drop_cached(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to drop the cached pages of fd's bytes offset .. offset+length
+    (0 = to the end); a hint, so a system without it or refusing it changes nothing."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
 
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -56,6 +70,8 @@ class LocalBackend:
                 data = os.pread(fd, length - got, offset + got)
                 parts.append(data)
                 got += len(data)
+            if handle.kind is Kind.DATA and got >= DROP_FROM:
+                _drop_cached(fd, offset, got)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         except OSError as exc:
             raise BackendError(f"{handle}: {exc.strerror}") from exc
@@ -114,6 +130,7 @@ class LocalBackend:
             _fsync_dir(folder)
         except OSError as exc:
             raise _failed_write(handle, exc, path) from exc
+        _drop_cached(fd, 0, 0)
 
     def list(self, kind: Kind) -> Iterator[FileInfo]:
         folder = os.path.join(self.location, kind.value)

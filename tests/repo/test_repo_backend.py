@@ -240,6 +240,86 @@ def test_local_missing_location(tmp_path: Path) -> None:
     assert list(backend.list(Kind.SNAPSHOT)) == []
 
 
+def _cached(path: Path, offset: int = 0, length: int = 4096) -> bool:
+    """Whether the page cache holds these bytes of the file (a read that may not wait
+    for the disk fails without them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(length)], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@pytest.fixture
+def page_cache_seen(tmp_path: Path) -> None:
+    """Skip unless tmp_path's file system drops pages on request and says when a read
+    would wait for the disk (ext4, xfs and btrfs do; tmpfs keeps every page)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(os.urandom(64 * 1024))
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        seen = _cached(probe)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        seen = seen and not _cached(probe)
+    except OSError:
+        seen = False
+    finally:
+        os.close(fd)
+    if not seen:
+        pytest.skip(f"{tmp_path}: the file system cannot show the page cache's state")
+
+
+@pytest.mark.usefixtures("page_cache_seen")
+def test_local_pack_leaves_the_page_cache_once_stored(tmp_path: Path) -> None:
+    """A pack adopted into a local repository is durable, so its pages are dropped:
+    the next pack the backup writes gets pages just freed, not fresh ones."""
+    backend = LocalBackend(str(tmp_path / "repo"), create=True)
+    data = os.urandom(1 << 20)
+    spool = os.path.join(backend.spool_dir(), f"{TEMP_MARK}pack-test")
+    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        assert _cached(Path(spool))
+        backend.adopt(_handle(Kind.DATA, data), fd, spool)
+    finally:
+        os.close(fd)
+    final = tmp_path / "repo" / "data" / _name(data)[:2] / _name(data)
+    assert not _cached(final) and not _cached(final, (1 << 20) - 4096)
+    assert final.read_bytes() == data
+
+
+@pytest.mark.usefixtures("page_cache_seen")
+def test_local_pack_ranges_read_leave_the_page_cache(tmp_path: Path) -> None:
+    """Reading DROP_FROM bytes or more of a pack drops those pages; a shorter read, or
+    a read of another kind of object, keeps them cached. (The kernel drops only pages
+    of whole folios in the range, and a folio can be as large as 2 MiB: the range read
+    is 2 MiB at a 2 MiB boundary.)"""
+    from repo.backend.local import DROP_FROM  # noqa: PLC0415 - these tests only
+
+    root = tmp_path / "repo"
+    backend = LocalBackend(str(root), create=True)
+    mib = 1 << 20
+    data = os.urandom(8 * mib)
+    pack, index = _handle(Kind.DATA, data), _handle(Kind.INDEX, data)
+    backend.write(pack, data)
+    backend.write(index, data)
+    pack_path = root / "data" / pack.name[:2] / pack.name
+    index_path = root / "index" / index.name
+    assert backend.read(pack, 2 * mib, 2 * mib) == data[2 * mib : 4 * mib]
+    assert not _cached(pack_path, 2 * mib) and not _cached(pack_path, 4 * mib - 4096)
+    assert _cached(pack_path, 0, 2 * mib) and _cached(pack_path, 4 * mib, 4 * mib)
+    assert backend.read(pack, 0, DROP_FROM - 4096) == data[: DROP_FROM - 4096]
+    assert _cached(pack_path, 0, 2 * mib)
+    assert backend.read(index) == data
+    assert _cached(index_path, 0, len(data))
+    assert backend.read(pack) == data
+    assert not _cached(pack_path, 0) and not _cached(pack_path, len(data) - 4096)
+
+
 def test_open_backend_accepts_local_prefix(tmp_path: Path) -> None:
     """open_backend understands a plain path and a local: prefix."""
     for location in (str(tmp_path), f"local:{tmp_path}"):
