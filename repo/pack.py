@@ -72,9 +72,9 @@ GATHER = 64 * 1024
 
 
 class PackWriter:
-    """Writes sealed blobs of one type straight into a pack file, hashing as it goes:
-    a backup never holds a pack in a Python buffer (docs/design.md, packs), only up to
-    GATHER bytes of small blobs not written yet.
+    """Writes sealed blobs of one type straight into a pack file: a backup never holds
+    a pack in a Python buffer (docs/design.md, packs), only up to GATHER bytes of small
+    blobs not written yet. The pack id is hashed from the finished file (file_digest).
 
     The caller owns the file descriptor `fd`, and closes it once the pack is stored.
     """
@@ -84,11 +84,9 @@ class PackWriter:
         self.fd = fd
         self.blobs: list[PackedBlob] = []
         self.size = 0  # bytes added, gathered ones included
-        self._hash = sha256_hasher()
         self._gathered = bytearray()
 
     def _write(self, data: bytes | bytearray) -> None:
-        self._hash.update(data)
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
@@ -112,20 +110,41 @@ class PackWriter:
         self.blobs.append(PackedBlob(self.btype, blob_id, self.size, len(sealed), raw_length))
         self._add_bytes(sealed)
 
-    def finish(self, key: bytes) -> tuple[bytes, int]:
-        """Write header and trailer; return (pack id, sealed header length)."""
+    def finish(self, key: bytes) -> int:
+        """Write header and trailer; return the sealed header's length."""
         sealed = _header(key, self.blobs)
         self._add_bytes(sealed)
         self._add_bytes(TRAILER.pack(len(sealed)))
         self._flush()
-        digest: bytes = self._hash.digest()
-        return digest, len(sealed)
+        return len(sealed)
+
+
+# Read back a block at a time to hash a pack file: large enough that the hash releases
+# the GIL for long, small enough to stay in the CPU's cache.
+DIGEST_BLOCK = 1024 * 1024
+
+
+def file_digest(fd: int) -> bytes:
+    """The SHA-256 of the whole file open as fd (its pack id, for a pack file).
+
+    A backup hashes each pack once it is finished, on the thread that stores it, not
+    as it is written: the writes are made under the lock the compressing threads
+    share, and hashing there held up them all (docs/design.md, packs)."""
+    hasher = sha256_hasher()
+    block = bytearray(DIGEST_BLOCK)
+    view = memoryview(block)
+    offset = 0
+    while n := os.preadv(fd, [block], offset):
+        hasher.update(view[:n])
+        offset += n
+    digest: bytes = hasher.digest()
+    return digest
 
 
 class Spool:
     """A file a pack is written to before it is stored: a named file (`path`) that
     storing renames into place, or an anonymous in-memory file (`path` is None) that
-    storing uploads from."""
+    storing uploads from. Open for reading too: the finished pack is hashed from it."""
 
     def __init__(self, fd: int, path: str | None) -> None:
         self.fd = fd

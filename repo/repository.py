@@ -369,7 +369,7 @@ class Repository:
             return Spool(os.memfd_create("hutch-pack", os.MFD_CLOEXEC), None)
         path = os.path.join(self.backend.spool_dir(), f"{TEMP_MARK}pack-{os.urandom(8).hex()}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise BackendError(f"{path}: {exc.strerror or exc}") from exc
         return Spool(fd, path)

@@ -7,11 +7,12 @@ import errno
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 from repo.blob import compress_parts, seal_blob
 from repo.errors import BackendError
 from repo.index import IndexedPack
-from repo.pack import PackWriter, Spool
+from repo.pack import PackWriter, Spool, file_digest
 from repo.types import BlobId, BlobType
 
 # zstd, hashlib and file writes release the GIL; chunking and hashing blob ids hold
@@ -39,6 +40,15 @@ MAX_PACK_BLOBS = 8192
 # Packs written to spool files on disk that may wait for their fsync and rename beyond
 # the storing thread's one, before the archiver waits.
 LOCAL_STORES_AHEAD = 3
+
+
+class _Finished(NamedTuple):
+    """A pack written whole, not yet named: its IndexedPack but for the id."""
+
+    size: int
+    header_length: int
+    btype: BlobType
+    blobs: list[tuple[BlobId, int, int, int]]
 
 
 class PackSaver:
@@ -69,14 +79,14 @@ class PackSaver:
         self._lock = threading.Lock()
         # Under the lock: the open pack of each type, and packs finished, not yet stored.
         self._writers: dict[BlobType, tuple[PackWriter, Spool]] = {}
-        self._finished: collections.deque[tuple[IndexedPack, Spool]] = collections.deque()
+        self._finished: collections.deque[tuple[_Finished, Spool]] = collections.deque()
         self._pending: collections.deque[tuple[Future[None], int]] = collections.deque()
         self._queued_bytes = 0  # the data of the blobs in _pending
         # Small blobs not handed to a worker yet, and their size.
         self._batch: list[tuple[BlobType, BlobId, bytes]] = []
         self._batch_bytes = 0
         self._is_torn = False  # an append to an open pack was interrupted
-        self._uploads: collections.deque[tuple[IndexedPack, Spool, Future[None]]]
+        self._uploads: collections.deque[tuple[_Finished, Spool, Future[bytes]]]
         self._uploads = collections.deque()
         self._workers = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="compress")
         # Concurrent uploads (--connections for remote repositories).
@@ -145,14 +155,12 @@ class PackSaver:
     def _finish_locked(self, btype: BlobType) -> None:
         writer, spool = self._writers.pop(btype)
         try:
-            pack_id, header_length = writer.finish(self._key)
+            header_length = writer.finish(self._key)
         except OSError as exc:
             spool.discard()
             raise _spool_error(spool, exc) from exc
         blobs = [(b.blob_id, b.offset, b.length, b.raw_length) for b in writer.blobs]
-        self._finished.append(
-            (IndexedPack(pack_id, writer.size, header_length, btype, blobs), spool)
-        )
+        self._finished.append((_Finished(writer.size, header_length, btype, blobs), spool))
         self.bytes_stored += header_length + 4
 
     def _start_stores(self) -> None:
@@ -162,12 +170,22 @@ class PackSaver:
                 if not self._finished:
                     return
                 pack, spool = self._finished.popleft()
-            future = self._uploader.submit(self._store, pack.pack_id, spool, pack.btype)
+            future = self._uploader.submit(self._hash_and_store, spool, pack.btype)
             self._uploads.append((pack, spool, future))
             while self._uploads and (
                 self._uploads[0][2].done() or len(self._uploads) > self._stores_ahead()
             ):
                 self._complete_upload()
+
+    def _hash_and_store(self, spool: Spool, btype: BlobType) -> bytes:
+        """Name the finished pack by its SHA-256 and store it (on an upload thread)."""
+        try:
+            pack_id = file_digest(spool.fd)
+        except OSError as exc:
+            spool.discard()
+            raise _spool_error(spool, exc) from exc
+        self._store(pack_id, spool, btype)
+        return pack_id
 
     def _stores_ahead(self) -> int:
         """How many packs may wait to be stored before the caller waits for one: spools
@@ -178,8 +196,8 @@ class PackSaver:
 
     def _complete_upload(self) -> None:
         pack, _spool, future = self._uploads.popleft()
-        future.result()
-        self._on_pack(pack)
+        pack_id = future.result()
+        self._on_pack(IndexedPack(pack_id, pack.size, pack.header_length, pack.btype, pack.blobs))
 
     def flush(self) -> None:
         """Write every queued blob into packs and wait until all packs are stored."""

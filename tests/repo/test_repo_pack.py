@@ -14,7 +14,15 @@ from crypto import OVERHEAD, ObjectType, id_hash, seal
 from repo import pack
 from repo.blob import compress, open_blob, seal_blob
 from repo.errors import DamagedObject
-from repo.pack import HEADER_RECORD, TRAILER, PackBuilder, PackedBlob, PackWriter, read_header
+from repo.pack import (
+    HEADER_RECORD,
+    TRAILER,
+    PackBuilder,
+    PackedBlob,
+    PackWriter,
+    file_digest,
+    read_header,
+)
 from repo.types import BlobType
 
 NAME = "pack 3f2a91c0"
@@ -209,7 +217,8 @@ def test_pack_writer_streams_the_same_layout_to_a_file(btype: BlobType, blobs: l
         for data in blobs:
             blob_id = id_hash(ID_KEY, data)
             writer.add(blob_id, seal_blob(ENC_KEY, btype, blob_id, compress(data, 3)), len(data))
-        pack_id, header_length = writer.finish(ENC_KEY)
+        header_length = writer.finish(ENC_KEY)
+        pack_id = file_digest(fd)
         pack = os.pread(fd, writer.size + 1, 0)
     finally:
         os.close(fd)
@@ -257,7 +266,8 @@ def test_pack_writer_gathers_small_writes(
             writer.add(
                 blob_id, seal_blob(ENC_KEY, BlobType.DATA, blob_id, compress(data, 0)), len(data)
             )
-        pack_id, _ = writer.finish(ENC_KEY)
+        writer.finish(ENC_KEY)
+        pack_id = file_digest(fd)
         stored = os.pread(fd, writer.size + 1, 0)
     finally:
         os.close(fd)
@@ -268,3 +278,16 @@ def test_pack_writer_gathers_small_writes(
     for record, data in zip(records, datas, strict=True):
         got = stored[record.offset : record.offset + record.length]
         assert open_blob(ENC_KEY, ID_KEY, BlobType.DATA, record.blob_id, got) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, pack.DIGEST_BLOCK, 2 * pack.DIGEST_BLOCK + 12_345])
+def test_file_digest_hashes_the_whole_file(size: int) -> None:
+    """A pack's id, hashed back from its file a block at a time, is the SHA-256 of all of
+    it, whatever its size against the block."""
+    data = os.urandom(size)
+    fd = os.memfd_create("digest-test")
+    try:
+        os.write(fd, data)
+        assert file_digest(fd) == hashlib.sha256(data).digest()
+    finally:
+        os.close(fd)

@@ -167,7 +167,7 @@ def test_spool_files_wait_for_their_store_without_holding_up_the_caller(
         if not on_disk:
             return Spool(os.memfd_create("test-pack", os.MFD_CLOEXEC), None)
         path = str(tmp_path / os.urandom(8).hex())
-        return Spool(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path)
+        return Spool(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), path)
 
     def store(pack_id: bytes, spooled: Spool, btype: BlobType) -> None:
         release.wait(0.5)
