@@ -61,7 +61,7 @@ def seal_parts(
 ) -> bytearray:
     """seal() of the parts' concatenation, without joining them first: a blob's marker
     byte in front of a megabyte of incompressible data would cost a copy of it all."""
-    if sum(len(p) for p in parts) < _STREAM_FROM:
+    if sum(map(len, parts)) < _STREAM_FROM:
         return seal(key, otype, b"".join(parts), associated)
     return _seal_with_nonce(key, otype, parts, associated, os.urandom(NONCE_SIZE))
 
@@ -109,7 +109,7 @@ def _seal_with_nonce(
     parts = plaintext if isinstance(plaintext, tuple) else (plaintext,)
     # Encrypted in place behind the header: joining header and ciphertext afterwards
     # would copy every stored byte once more.
-    out = bytearray(HEADER_SIZE + sum(len(p) for p in parts) + TAG_SIZE)
+    out = bytearray(HEADER_SIZE + sum(map(len, parts)) + TAG_SIZE)
     out[0], out[1] = FORMAT_VERSION, otype
     out[2:HEADER_SIZE] = nonce
     view = memoryview(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -44,11 +45,13 @@ class Node:
 
 
 _FIELDS = [f.name for f in fields(Node)]
+_GET_FIELDS = operator.attrgetter(*_FIELDS)
+_XATTRS = _FIELDS.index("xattrs")
 
 
 def _node_row(node: Node) -> list[Any]:
-    row = [getattr(node, name) for name in _FIELDS]
-    row[_FIELDS.index("xattrs")] = [list(x) for x in node.xattrs]
+    row = list(_GET_FIELDS(node))
+    row[_XATTRS] = [list(x) for x in node.xattrs]
     return row
 
 
