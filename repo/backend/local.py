@@ -11,8 +11,8 @@ from repo.backend import TEMP_MARK
 from repo.errors import BackendError, ObjectNotFound
 from repo.types import FileInfo, Handle, Kind
 
-# Pack bytes this backend has written (once durable) or read (at least DROP_FROM of
-# them) leave the page cache straight away (docs/design.md, "Page cache"): a backup
+# Pack bytes this backend has written (once durable: `adopt`, `write`) or read (at least
+# DROP_FROM of them) leave the page cache straight away (docs/design.md, "Page cache"): a backup
 # or a restore would otherwise fill memory with data no one reads again soon, and
 # fresh pages for the next pack cost the kernel far more than pages just freed.
 DROP_FROM = 128 * 1024
@@ -98,6 +98,8 @@ class LocalBackend:
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
+                if handle.kind is Kind.DATA:
+                    _drop_cached(fd, 0, 0)
             finally:
                 os.close(fd)
             if os.path.exists(final) and os.path.getsize(final) == len(data):

@@ -293,11 +293,12 @@ def test_local_pack_leaves_the_page_cache_once_stored(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("page_cache_seen")
-def test_local_pack_ranges_read_leave_the_page_cache(tmp_path: Path) -> None:
-    """Reading DROP_FROM bytes or more of a pack drops those pages; a shorter read, or
-    a read of another kind of object, keeps them cached. (The kernel drops only pages
-    of whole folios in the range, and a folio can be as large as 2 MiB: the range read
-    is 2 MiB at a 2 MiB boundary.)"""
+def test_local_packs_written_or_read_leave_the_page_cache(tmp_path: Path) -> None:
+    """A pack written is durable, so its pages are dropped; reading DROP_FROM bytes or
+    more of a pack drops those pages, where a shorter read, or writing or reading
+    another kind of object, keeps them cached. (The kernel drops only pages of whole
+    folios in the range, and a folio can be as large as 2 MiB: the range read is 2 MiB
+    at a 2 MiB boundary.)"""
     from repo.backend.local import DROP_FROM  # noqa: PLC0415 - these tests only
 
     root = tmp_path / "repo"
@@ -309,6 +310,8 @@ def test_local_pack_ranges_read_leave_the_page_cache(tmp_path: Path) -> None:
     backend.write(index, data)
     pack_path = root / "data" / pack.name[:2] / pack.name
     index_path = root / "index" / index.name
+    assert not _cached(pack_path, 0) and _cached(index_path, 0, len(data))
+    assert pack_path.read_bytes() == data  # cached again, by a reader of its own
     assert backend.read(pack, 2 * mib, 2 * mib) == data[2 * mib : 4 * mib]
     assert not _cached(pack_path, 2 * mib) and not _cached(pack_path, 4 * mib - 4096)
     assert _cached(pack_path, 0, 2 * mib) and _cached(pack_path, 4 * mib, 4 * mib)
