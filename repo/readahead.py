@@ -166,7 +166,9 @@ def read_cached(path: bytes, size: int) -> ReadFeed | None:
     if not _RWF_NOWAIT:
         return None
     try:
-        fd = open_regular(path)
+        # Its type is checked after the read, by the one fstat a small file needs: what
+        # is not a regular file fails the read (a FIFO, a folder) or that check.
+        fd = _open_for_reading(path)
     except OSError:
         return None
     try:
@@ -178,7 +180,7 @@ def read_cached(path: bytes, size: int) -> ReadFeed | None:
         return None
     finally:
         os.close(fd)
-    if after.st_size != size:
+    if after.st_size != size or not stat.S_ISREG(after.st_mode):
         return None
     return ReadFeed(path, bytes(memoryview(buffer)[:size]), after)
 
@@ -263,14 +265,20 @@ class Readers:
         return feed
 
 
-def open_regular(path: bytes) -> int:
-    """Open a regular file for reading, without following a symlink or touching atime."""
+def _open_for_reading(path: bytes) -> int:
+    """Open path for reading, without following a symlink, blocking on a FIFO or
+    touching atime."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags | O_NOATIME)
+        return os.open(path, flags | O_NOATIME)
     except PermissionError:
         # O_NOATIME is refused on files we do not own.
-        fd = os.open(path, flags)
+        return os.open(path, flags)
+
+
+def open_regular(path: bytes) -> int:
+    """Open a regular file for reading, without following a symlink or touching atime."""
+    fd = _open_for_reading(path)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "changed type while being read")

@@ -159,6 +159,8 @@ def test_a_file_changed_since_its_stat_goes_to_the_threads(tmp_path: Path) -> No
     fifo = os.fsencode(tmp_path / "fifo")
     os.mkfifo(fifo)
     assert readahead.read_cached(fifo, 0) is None
+    assert readahead.read_cached(os.fsencode(tmp_path), 4096) is None  # now a folder
+    assert readahead.read_cached(b"/dev/null", 0) is None  # reads as empty, but is no file
     assert readahead.read_cached(os.fsencode(tmp_path / "gone"), 5) is None
     readers = Readers(1)
     try:
