@@ -11,10 +11,11 @@ from repo.backend import TEMP_MARK
 from repo.errors import BackendError, ObjectNotFound
 from repo.types import FileInfo, Handle, Kind
 
-# Pack bytes this backend has written (once durable: `adopt`, `write`) or read (at least
-# DROP_FROM of them) leave the page cache straight away (docs/design.md, "Page cache"): a backup
-# or a restore would otherwise fill memory with data no one reads again soon, and
-# fresh pages for the next pack cost the kernel far more than pages just freed.
+# Pack bytes this backend has written (once durable: `adopt`, `write`) or read (at
+# least DROP_FROM of them) leave the page cache straight away (docs/design.md, "Page
+# cache"): a backup or a restore would otherwise fill memory with data no one reads
+# again soon, and fresh pages for the next pack cost the kernel far more than pages
+# just freed.
 DROP_FROM = 128 * 1024
 
 
