@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 
 from crypto import AuthenticationError, ObjectType, seal, unseal
-from repo.digest import sha256, sha256_hasher
+from repo.digest import sha256
 from repo.errors import DamagedObject
 from repo.types import BlobId, BlobType
 
@@ -74,7 +74,8 @@ GATHER = 64 * 1024
 class PackWriter:
     """Writes sealed blobs of one type straight into a pack file: a backup never holds
     a pack in a Python buffer (docs/design.md, packs), only up to GATHER bytes of small
-    blobs not written yet. The pack id is hashed from the finished file (file_digest).
+    blobs not written yet. The pack id is hashed from the finished file
+    (repo.digest.file_digest).
 
     The caller owns the file descriptor `fd`, and closes it once the pack is stored.
     """
@@ -117,28 +118,6 @@ class PackWriter:
         self._add_bytes(TRAILER.pack(len(sealed)))
         self._flush()
         return len(sealed)
-
-
-# Read back a block at a time to hash a pack file: large enough that the hash releases
-# the GIL for long, small enough to stay in the CPU's cache.
-DIGEST_BLOCK = 1024 * 1024
-
-
-def file_digest(fd: int) -> bytes:
-    """The SHA-256 of the whole file open as fd (its pack id, for a pack file).
-
-    A backup hashes each pack once it is finished, on the thread that stores it, not
-    as it is written: the writes are made under the lock the compressing threads
-    share, and hashing there held up them all (docs/design.md, packs)."""
-    hasher = sha256_hasher()
-    block = bytearray(DIGEST_BLOCK)
-    view = memoryview(block)
-    offset = 0
-    while n := os.preadv(fd, [block], offset):
-        hasher.update(view[:n])
-        offset += n
-    digest: bytes = hasher.digest()
-    return digest
 
 
 class Spool:

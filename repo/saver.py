@@ -10,9 +10,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 from repo.blob import compress_parts, seal_blob
+from repo.digest import file_digest
 from repo.errors import BackendError
 from repo.index import IndexedPack
-from repo.pack import PackWriter, Spool, file_digest
+from repo.pack import PackWriter, Spool
 from repo.types import BlobId, BlobType
 
 # zstd, hashlib and file writes release the GIL; chunking and hashing blob ids hold

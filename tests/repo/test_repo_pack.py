@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from strategies import ENC_KEY, ID_KEY, OTHER_KEY, blob_lists, blob_types
 
 from crypto import OVERHEAD, ObjectType, id_hash, seal
-from repo import pack
+from repo import digest, pack
 from repo.blob import compress, open_blob, seal_blob
+from repo.digest import file_digest
 from repo.errors import DamagedObject
 from repo.pack import (
     HEADER_RECORD,
@@ -20,7 +21,6 @@ from repo.pack import (
     PackBuilder,
     PackedBlob,
     PackWriter,
-    file_digest,
     read_header,
 )
 from repo.types import BlobType
@@ -280,7 +280,7 @@ def test_pack_writer_gathers_small_writes(
         assert open_blob(ENC_KEY, ID_KEY, BlobType.DATA, record.blob_id, got) == data
 
 
-@pytest.mark.parametrize("size", [0, 1, pack.DIGEST_BLOCK, 2 * pack.DIGEST_BLOCK + 12_345])
+@pytest.mark.parametrize("size", [0, 1, digest.DIGEST_BLOCK, 2 * digest.DIGEST_BLOCK + 12_345])
 def test_file_digest_hashes_the_whole_file(size: int) -> None:
     """A pack's id, hashed back from its file a block at a time, is the SHA-256 of all of
     it, whatever its size against the block."""
