@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -318,6 +319,30 @@ def test_local_packs_written_or_read_leave_the_page_cache(
         # A read past the end drops what it got.
         ("drop", pack.name, str(3 * DROP_FROM), str(DROP_FROM)),
     ]
+
+
+def test_a_refused_drop_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping pages is a hint: where the system refuses it, packs are still written,
+    adopted and read as ever."""
+    from repo.backend import local  # noqa: PLC0415 - this test only
+
+    def refuse(fd: int, offset: int, length: int, advice: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(local.os, "posix_fadvise", refuse)
+    backend = LocalBackend(str(tmp_path / "repo"), create=True)
+    data = os.urandom(2 * local.DROP_FROM)
+    backend.write(_handle(Kind.DATA, data), data)
+    assert backend.read(_handle(Kind.DATA, data)) == data
+    other = data[::-1]
+    spool = os.path.join(backend.spool_dir(), f"{TEMP_MARK}pack-test")
+    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, other)
+        backend.adopt(_handle(Kind.DATA, other), fd, spool)
+    finally:
+        os.close(fd)
+    assert backend.read(_handle(Kind.DATA, other), 0, len(other)) == other
 
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv(RWF_NOWAIT)")

@@ -12,6 +12,7 @@ report an error, never success.
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import random
 import threading
@@ -440,6 +441,30 @@ def test_a_failed_pack_store_leaves_no_spool_file(
 
     monkeypatch.setattr(LocalBackend, "adopt", refuse)
     with pytest.raises(BackendError, match="no space left"):
+        _run_backup(repo, src)
+    repo.close()
+    assert _spool_files(root) == []
+    assert list(repo.backend.list(Kind.DATA)) == []
+
+
+def test_a_pack_that_cannot_be_read_back_fails_and_leaves_no_spool_file(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished pack is read back to be named: when that read fails, the backup fails
+    with an error naming the spool file (no bare OSError), and no spool file remains."""
+    from repo import saver  # noqa: PLC0415 - this test only
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(3).randbytes(3 << 20))
+    root = tmp_path / "repo"
+    repo = make_repo(LocalBackend(str(root), create=True), pack_size=1 << 20)
+
+    def unreadable(fd: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(saver, "file_digest", unreadable)
+    with pytest.raises(BackendError, match=r"\.tmp-pack-[0-9a-f]+: Input/output error"):
         _run_backup(repo, src)
     repo.close()
     assert _spool_files(root) == []
