@@ -266,6 +266,17 @@ def _record_drops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     return calls
 
 
+def _adopt(backend: LocalBackend, data: bytes) -> None:
+    """Store data as a pack the way a backup does: written to a spool file, adopted."""
+    spool = os.path.join(backend.spool_dir(), f"{TEMP_MARK}pack-test")
+    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        backend.adopt(_handle(Kind.DATA, data), fd, spool)
+    finally:
+        os.close(fd)
+
+
 def test_local_pack_leaves_the_page_cache_once_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,20 +284,14 @@ def test_local_pack_leaves_the_page_cache_once_stored(
     after its fsync: the next pack the backup writes gets pages just freed."""
     backend = LocalBackend(str(tmp_path / "repo"), create=True)
     data = os.urandom(1 << 20)
-    spool = os.path.join(backend.spool_dir(), f"{TEMP_MARK}pack-test")
     calls = _record_drops(monkeypatch)
-    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        backend.adopt(_handle(Kind.DATA, data), fd, spool)
-    finally:
-        os.close(fd)
+    _adopt(backend, data)
     name = _name(data)
     final = tmp_path / "repo" / "data" / name[:2] / name
     assert final.read_bytes() == data
     drops = [c for c in calls if c[0] == "drop"]
     assert drops == [("drop", name, "0", "0")]
-    assert calls.index(("fsync", os.path.basename(spool))) < calls.index(drops[0])
+    assert calls.index(("fsync", f"{TEMP_MARK}pack-test")) < calls.index(drops[0])
 
 
 def test_local_packs_written_or_read_leave_the_page_cache(
@@ -335,13 +340,7 @@ def test_a_refused_drop_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     backend.write(_handle(Kind.DATA, data), data)
     assert backend.read(_handle(Kind.DATA, data)) == data
     other = data[::-1]
-    spool = os.path.join(backend.spool_dir(), f"{TEMP_MARK}pack-test")
-    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, other)
-        backend.adopt(_handle(Kind.DATA, other), fd, spool)
-    finally:
-        os.close(fd)
+    _adopt(backend, other)
     assert backend.read(_handle(Kind.DATA, other), 0, len(other)) == other
 
 
