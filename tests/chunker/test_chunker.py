@@ -201,6 +201,17 @@ def test_pinned_boundaries_for_default_params() -> None:
     """Chunk lengths of a fixed input are pinned: a change means a different gear table or rules."""
     data = random_bytes(2026, 8 * 1024 * 1024)
     lengths = [len(chunk) for chunk in chunk_bytes(data, ChunkerParams())]
+    assert lengths == [
+        552542, 392783, 491302, 294951, 881594, 791348, 359073, 615218,
+        503364, 776707, 370676, 371951, 709176, 287884, 374765, 615274,
+    ]  # fmt: skip
+
+
+def test_pinned_boundaries_for_the_first_default_params() -> None:
+    """Repositories made before the defaults were halved keep their boundaries, and dedup."""
+    data = random_bytes(2026, 8 * 1024 * 1024)
+    first = ChunkerParams(min_size=256 * 1024, avg_size=1024 * 1024, max_size=8 * 1024 * 1024)
+    lengths = [len(chunk) for chunk in chunk_bytes(data, first)]
     assert lengths == [1521922, 1091250, 791348, 2269198, 792348, 932503, 990039]
 
 
@@ -300,9 +311,9 @@ def test_to_dict_fields() -> None:
     """to_dict writes exactly the four recorded fields."""
     assert ChunkerParams().to_dict() == {
         "algorithm": ALGORITHM,
-        "min_size": 256 * 1024,
-        "avg_size": 1024 * 1024,
-        "max_size": 8 * 1024 * 1024,
+        "min_size": 128 * 1024,
+        "avg_size": 512 * 1024,
+        "max_size": 4 * 1024 * 1024,
     }
 
 
