@@ -249,6 +249,17 @@ def test_compress_parts_are_compress_split(data: bytes, level: int) -> None:
     assert marker + bytes(payload) == compress(data, level)
 
 
+def test_a_chunk_random_only_where_three_samples_fall_is_compressed() -> None:
+    """Text between random start, middle and end still gets the chunk compressed."""
+    size = 1280 * 1024
+    text = b"".join(b"line %d of a text file, %d\n" % (i, i * i) for i in range(20_000))
+    data = bytearray(os.urandom(size))
+    data[96 * 1024 : 96 * 1024 + 384 * 1024] = text[: 384 * 1024]
+    marker, payload = compress_parts(bytes(data), 2)
+    assert marker == bytes([MARK_ZSTD])
+    assert len(payload) < size - 256 * 1024
+
+
 def test_an_incompressible_chunk_is_sealed_without_a_copy() -> None:
     """A raw chunk's payload is the chunk itself, and sealed from the parts it opens."""
     data = os.urandom(1024 * 1024)
