@@ -171,6 +171,75 @@ def test_restore_is_exact(
     assert (target / "sub").stat().st_mtime_ns == OLD_NS
 
 
+class Pwritev:
+    """Records the flags of every os.pwritev and the errors it raised; the real call runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.flags: list[int] = []
+        self.refused: list[int] = []
+        real = os.pwritev
+
+        def pwritev(fd: int, buffers: list[memoryview], offset: int, flags: int = 0) -> int:
+            self.flags.append(flags)
+            try:
+                return real(fd, buffers, offset, flags)
+            except OSError as exc:
+                self.refused.append(exc.errno or 0)
+                raise
+
+        monkeypatch.setattr(os, "pwritev", pwritev)
+
+
+def test_dear_cached_writes_go_uncached(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where a worker's cached writes cost more than the threshold, it writes uncached
+    (but for every PROBE_EVERY-th write, which measures again), and the files are exact."""
+    monkeypatch.setattr(restore, "MEASURE_FROM", 1)
+    monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", -1)
+    calls = Pwritev(monkeypatch)
+    _restore_exactly(source, tmp_path / "out", threads)
+    if calls.refused:
+        pytest.skip(f"this system refuses RWF_DONTCACHE (errno {calls.refused[0]})")
+    assert calls.flags
+    assert set(calls.flags) == {restore.RWF_DONTCACHE}
+
+
+def test_cheap_cached_writes_stay_cached(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cached writes that cost less than the threshold go on being cached."""
+    monkeypatch.setattr(restore, "MEASURE_FROM", 1)
+    monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", 10**12)
+    calls = Pwritev(monkeypatch)
+    _restore_exactly(source, tmp_path / "out", 3)
+    assert calls.flags == []
+
+
+def test_refused_uncached_writes_fall_back_to_cached(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that refuses the flag (here one no kernel knows) costs nothing: that
+    write and all after it are cached, and the restore is exact."""
+    monkeypatch.setattr(restore, "MEASURE_FROM", 1)
+    monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", -1)
+    monkeypatch.setattr(restore, "RWF_DONTCACHE", 1 << 30)
+    calls = Pwritev(monkeypatch)
+    _restore_exactly(source, tmp_path / "out", threads)
+    assert calls.refused
+    assert set(calls.refused) <= {errno.EOPNOTSUPP, errno.EINVAL}
+    # Each worker tries the flag once at most: none after the refusals.
+    assert calls.flags.count(1 << 30) == len(calls.refused) <= threads
+
+
 @pytest.mark.parametrize(("batch_files", "batch_chunks"), [(1, 1000), (3, 1000), (1000, 5)])
 def test_restore_in_batches_is_exact(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
