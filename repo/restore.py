@@ -719,8 +719,8 @@ class Restorer:
             try:
                 n = os.pwritev(fd, [view], offset, flags)
             except OSError as exc:
-                # An older kernel or a file system without it: EOPNOTSUPP (EINVAL
-                # before Linux 6.14 knew the flag). Cached writes from now on.
+                # A kernel before 6.14, or a file system without it: EOPNOTSUPP. A
+                # real EINVAL comes back from the cached write. Cached from now on.
                 if not flags or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._uncached = 0
