@@ -151,7 +151,10 @@ class LocalBackend:
             for entry in entries:
                 if TEMP_MARK in entry.name or not entry.is_file(follow_symlinks=False):
                     continue
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read: a lock released, a pack pruned
                 yield FileInfo(entry.name, st.st_size, st.st_mtime)
 
     def stat(self, handle: Handle) -> FileInfo:

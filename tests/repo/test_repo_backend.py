@@ -233,6 +233,20 @@ def test_local_list_ignores_temp_files(tmp_path: Path) -> None:
     assert [f.name for f in backend.list(Kind.INDEX)] == [name]
 
 
+def test_local_list_skips_an_object_deleted_while_listing(tmp_path: Path) -> None:
+    """An object deleted between the folder's listing and its stat (a lock released by
+    another process, a pack pruned) is left out, not an error."""
+    backend = LocalBackend(str(tmp_path / "repo"), create=True)
+    names = [_name(b"one"), _name(b"two")]
+    for name in names:
+        backend.write(Handle(Kind.LOCK, name), b"lock")
+    listing = backend.list(Kind.LOCK)
+    first = next(listing).name  # the folder is read by now
+    (other,) = [name for name in names if name != first]
+    backend.delete(Handle(Kind.LOCK, other))
+    assert list(listing) == []
+
+
 def test_local_missing_location(tmp_path: Path) -> None:
     """A location that does not exist holds no repository and lists nothing."""
     backend = LocalBackend(str(tmp_path / "nowhere"))
