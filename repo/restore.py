@@ -67,7 +67,7 @@ OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 # Linux 6.14): the write starts its writeback at once and its pages go back to the free
 # list when that is done, to be filled again by the next writes. On a virtual machine
 # whose host takes back free memory, a fresh page costs a fault on the host: 1 GiB of
-# cached writes then takes 1.8-3.5 s of system time, uncached 0.3 s. But an uncached
+# cached writes then takes 1.8-3.7 s of system time, uncached 0.3 s. But an uncached
 # restore waits for the disk (1 GiB and the packs' reads: some 1.6 s here), a cached one
 # does not; so each worker measures what its cached writes cost (CPU time per KiB,
 # which the host's faults are part of) and writes uncached while that is more than
@@ -76,7 +76,7 @@ OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 # way: cached, 1.5 s of CPU besides the writes, on two cores; uncached, 1.7 s for the
 # disk. Cheap pages cost some 0.35 us per KiB. A disk much slower than 1 GiB/s where
 # pages are dear would want a higher threshold.
-RWF_DONTCACHE = 0x80  # linux/fs.h; os has no name for it before Python 3.15
+RWF_DONTCACHE = 0x80  # linux/fs.h; Python 3.11's os has no name for it
 MEASURE_FROM = 64 * 1024  # smaller writes are neither measured nor uncached
 DEAR_NS_PER_KIB = 1500
 PROBE_EVERY = 8
