@@ -24,18 +24,10 @@ import subprocess
 import sys
 import tempfile
 
-from prune_bench import PASSWORD
+from prune_bench import PASSWORD, dir_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
-
-
-def tree_bytes(path: str) -> int:
-    return sum(
-        os.lstat(os.path.join(folder, name)).st_size
-        for folder, _dirs, names in os.walk(path)
-        for name in names
-    )
 
 
 def added(tool: list[str], env: dict[str, str], work: str, before: str, after: str) -> int:
@@ -50,7 +42,7 @@ def added(tool: list[str], env: dict[str, str], work: str, before: str, after: s
     os.rename(before, data)
     try:
         run("backup", data)
-        first = tree_bytes(repo)
+        first = dir_size(repo)
     finally:
         os.rename(data, before)
     os.rename(after, data)
@@ -58,7 +50,7 @@ def added(tool: list[str], env: dict[str, str], work: str, before: str, after: s
         run("backup", data)
     finally:
         os.rename(data, after)
-    grown = tree_bytes(repo) - first
+    grown = dir_size(repo) - first
     shutil.rmtree(repo)
     return grown
 
