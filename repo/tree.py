@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -62,6 +63,21 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return data
 
 
+def pack_node(node: Node) -> bytes:
+    """One entry as encode_tree() encodes it: a directory of many entries can be kept
+    as these bytes, some 150 a file, rather than as Node objects of a kilobyte."""
+    data: bytes = msgpack.packb(_node_row(node), use_bin_type=True)
+    return data
+
+
+def encode_packed(rows: list[bytes]) -> bytes:
+    """encode_tree() of the nodes that pack_node() gave `rows`, already sorted by name:
+    the same bytes, since a msgpack array is its header and then its items."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = packer.pack_array_header(2) + packer.pack(TREE_VERSION)
+    return b"".join([head, packer.pack_array_header(len(rows)), *rows])
+
+
 _INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "inode", "size", "rdev")
 
 
@@ -85,15 +101,33 @@ def decode_tree(data: bytes, *, name: str = "tree") -> list[Node]:
         version, rows = msgpack.unpackb(data, raw=False, use_list=True)
         if version != TREE_VERSION:
             raise DamagedObject(f"{name}: unsupported tree version {version}")
-        nodes = []
-        for row in rows:
-            node = Node(*row[: len(_FIELDS)])
-            node.xattrs = [(bytes(k), bytes(v)) for k, v in node.xattrs]
-            _check_node(node, name)
-            nodes.append(node)
-        return nodes
+        return [_row_node(row, name) for row in rows]
     except (TypeError, ValueError, msgpack.UnpackException) as exc:
         raise DamagedObject(f"{name}: malformed tree") from exc
+
+
+def iter_tree(data: bytes, *, name: str = "tree") -> Iterator[Node]:
+    """decode_tree() one entry at a time, for a directory of any size in little memory;
+    malformed data is DamagedObject when it is met."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=max(1, len(data)))
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() != 2:
+            raise DamagedObject(f"{name}: malformed tree")
+        version = unpacker.unpack()
+        if version != TREE_VERSION:
+            raise DamagedObject(f"{name}: unsupported tree version {version}")
+        for _ in range(unpacker.read_array_header()):
+            yield _row_node(unpacker.unpack(), name)
+    except (TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise DamagedObject(f"{name}: malformed tree") from exc
+
+
+def _row_node(row: Any, name: str) -> Node:
+    node = Node(*row[: len(_FIELDS)])
+    node.xattrs = [(bytes(k), bytes(v)) for k, v in node.xattrs]
+    _check_node(node, name)
+    return node
 
 
 def encode_content_list(ids: list[BlobId]) -> bytes:

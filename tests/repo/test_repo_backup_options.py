@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from conftest import MakeRepo
 
 from chunker import ChunkerParams
-from repo import readahead
+from repo import backup, readahead
 from repo.backup import (
     CACHEDIR_SIGNATURE,
     Archiver,
@@ -363,3 +364,41 @@ def test_read_concurrency_must_be_positive(repo: Repository) -> None:
     opts = BackupOptions(paths=[b"/nonexistent"], hostname="h", username="u", read_concurrency=0)
     with pytest.raises(ValueError, match="at least 1"):
         Archiver(repo, opts, _Reporter())
+
+
+# -- directories stored in batches ----------------------------------------------------
+
+
+def test_a_directory_in_batches_stores_the_same_tree(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries statted and packed a few at a time give the tree one batch gives, and the
+    parent's entries are found across batches: only new and changed files are read."""
+    files = {f"f{i:02d}": b"%d" % i for i in range(20)}
+    files.update({f"f{i:02d}/inner": b"sub %d" % i for i in (25, 31)})
+    src = _tree(tmp_path / "src", files)
+    time.sleep(2 * backup.RACY_NS / 1e9)  # not racy against the next backup's start
+    whole, _ = _run(repo, src)
+    read: list[bytes] = []
+    store_file = Archiver._store_file
+
+    def recording(self: Archiver, entry: Any, feed: Any) -> None:
+        read.append(os.path.basename(entry.path))
+        store_file(self, entry, feed)
+
+    monkeypatch.setattr(Archiver, "_store_file", recording)
+    monkeypatch.setattr(backup, "DIR_BATCH", 3)
+    batched, reporter = _run(repo, src, parent=whole)
+    assert reporter.errors == reporter.warnings == []
+    assert batched.tree == whole.tree
+    assert read == []
+    # Entries added and removed on either side of batch boundaries.
+    (src / "f03").unlink()
+    (src / "f10a").write_bytes(b"new")
+    (src / "f19").write_bytes(b"changed")
+    again, reporter = _run(repo, src, parent=batched)
+    assert reporter.errors == reporter.warnings == []
+    assert read == [b"f10a", b"f19"]
+    assert again.summary["files_unmodified"] == 20
+    monkeypatch.setattr(backup, "DIR_BATCH", 1024)
+    assert _run(repo, src)[0].tree == again.tree

@@ -18,7 +18,10 @@ from repo.tree import (
     decode_content_list,
     decode_tree,
     encode_content_list,
+    encode_packed,
     encode_tree,
+    iter_tree,
+    pack_node,
 )
 
 NAME = "tree 0123456789abcdef"
@@ -29,6 +32,38 @@ ID = b"\x11" * 32
 def test_round_trip(entries: list[Node]) -> None:
     """decode_tree(encode_tree(entries)) gives back the entries, sorted by name."""
     assert decode_tree(encode_tree(entries), name=NAME) == sorted(entries, key=lambda n: n.name)
+
+
+@given(directories)
+def test_packed_rows_encode_as_the_tree_does(entries: list[Node]) -> None:
+    """A tree built from rows packed one by one is byte for byte encode_tree()'s."""
+    rows = [pack_node(n) for n in sorted(entries, key=lambda n: n.name)]
+    assert encode_packed(rows) == encode_tree(entries)
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536])
+def test_packed_rows_at_msgpack_array_size_limits(count: int) -> None:
+    """Past 15 and 65535 items msgpack changes its array header; both ways agree."""
+    entries = [Node(b"%06d" % i, "file", size=i) for i in range(count)]
+    assert encode_packed([pack_node(n) for n in entries]) == encode_tree(entries)
+
+
+@given(directories)
+def test_iter_tree_decodes_as_decode_tree(entries: list[Node]) -> None:
+    data = encode_tree(entries)
+    assert list(iter_tree(data, name=NAME)) == decode_tree(data, name=NAME)
+
+
+@given(st.binary(max_size=200))
+def test_iter_tree_of_random_bytes_raises_only_damaged_object(data: bytes) -> None:
+    with contextlib.suppress(DamagedObject):
+        list(iter_tree(data, name=NAME))
+
+
+def test_iter_tree_names_a_wrong_version() -> None:
+    data = msgpack.packb([TREE_VERSION + 1, []])
+    with pytest.raises(DamagedObject, match="unsupported tree version"):
+        list(iter_tree(data, name=NAME))
 
 
 @given(nodes)
