@@ -46,8 +46,9 @@ def _take(block: bytes, pos: int, n: int) -> tuple[bytes, int]:
 class Feed:
     """One file as a reader thread reads it: blocks, then its final fstat, or an error."""
 
-    def __init__(self, path: bytes) -> None:
+    def __init__(self, path: bytes, size: int = -1) -> None:
         self.path = path
+        self.size = size  # as statted, -1 if unknown: a buffer no larger is asked for
         self.items: queue.Queue[bytes | os.stat_result | BaseException] = queue.Queue(BLOCKS_AHEAD)
         self.is_cancelled = threading.Event()
         self.after: os.stat_result | None = None
@@ -59,8 +60,15 @@ class Feed:
         try:
             fd = open_regular(self.path)
             try:
+                done = 0
                 while not self.is_cancelled.is_set():
-                    block = os.read(fd, READ_BLOCK)
+                    # os.read() allocates all it asks for before it reads: a block for
+                    # each small file, and again to find its end, was a MiB of malloc
+                    # for a few kilobytes. The read past the statted size asks for one
+                    # byte; a file that grew is read on in blocks.
+                    left = self.size - done
+                    block = os.read(fd, min(READ_BLOCK, left + 1) if left >= 0 else READ_BLOCK)
+                    done += len(block)
                     if not block:
                         self.items.put(os.fstat(fd))
                         return
@@ -118,8 +126,9 @@ class DirectFeed:
     """A large file the archiver reads itself: opened on the first read, closed at its
     end or on cancel."""
 
-    def __init__(self, path: bytes) -> None:
+    def __init__(self, path: bytes, size: int = -1) -> None:
         self.path = path
+        self.size = size  # as statted, -1 if unknown: a buffer no larger is asked for
         self.after: os.stat_result | None = None
         self._fd = -1
 
@@ -257,10 +266,10 @@ class Readers:
                 return read
         elif is_size_known and size >= DIRECT_FROM:
             return DirectFeed(path)
-        return self._start(path)
+        return self._start(path, size if is_size_known else -1)
 
-    def _start(self, path: bytes) -> Feed:
-        feed = Feed(path)
+    def _start(self, path: bytes, size: int) -> Feed:
+        feed = Feed(path, size)
         self.jobs.put(feed)
         return feed
 

@@ -42,9 +42,9 @@ def test_small_files_are_read_ahead_beyond_one_per_thread(
     started: list[int] = []
     original = readers._start
 
-    def counting(path: bytes) -> readahead.Feed:
+    def counting(path: bytes, size: int) -> readahead.Feed:
         started.append(paths.index(path))
-        return original(path)
+        return original(path, size)
 
     monkeypatch.setattr(readers, "_start", counting)
     try:
@@ -194,9 +194,9 @@ def test_large_files_are_read_by_the_archiver(
     started: list[bytes] = []
     original = readers._start
 
-    def counting(path: bytes) -> readahead.Feed:
+    def counting(path: bytes, size: int) -> readahead.Feed:
         started.append(path)
-        return original(path)
+        return original(path, size)
 
     monkeypatch.setattr(readers, "_start", counting)
     got = []
@@ -232,3 +232,36 @@ def test_a_direct_feed_cancelled_midway_closes_its_file(tmp_path: Path) -> None:
         os.fstat(fd)
     with pytest.raises(OSError):
         readahead.DirectFeed(path + b".gone").read(1)
+
+
+def test_a_small_file_is_read_with_a_buffer_of_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader asks for the statted size and one byte more, then one byte to find the
+    end, not for a block each time (os.read allocates what it is asked for); a file
+    that grew since it was statted is still read to its end, in blocks."""
+    asked: list[int] = []
+    real_read = os.read
+
+    def recording(fd: int, n: int) -> bytes:
+        asked.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(readahead.os, "read", recording)
+    monkeypatch.setattr(readahead, "READ_BLOCK", 1000)
+    monkeypatch.setattr(readahead, "BLOCKS_AHEAD", 8)  # fill() runs on this thread
+    (path,) = _files(tmp_path, [300])
+    feed = readahead.Feed(path, 300)
+    feed.fill()
+    assert _read_all(feed) == bytes([0]) * 300
+    assert asked == [301, 1]
+    asked.clear()
+    grown = readahead.Feed(path, 100)  # statted at 100 bytes, 300 now
+    grown.fill()
+    assert _read_all(grown) == bytes([0]) * 300
+    assert asked == [101, 1000, 1000]
+    asked.clear()
+    unknown = readahead.Feed(path)
+    unknown.fill()
+    assert _read_all(unknown) == bytes([0]) * 300
+    assert asked == [1000, 1000]
