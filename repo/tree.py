@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -63,17 +64,29 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return data
 
 
+# A Packer per thread: msgpack.packb() makes one per call, and each new one allocates a
+# 256 KiB buffer, a quarter of a megabyte of malloc and free for every entry packed.
+_packers = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer: msgpack.Packer | None = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 def pack_node(node: Node) -> bytes:
     """One entry as encode_tree() encodes it: a directory of many entries can be kept
     as these bytes, some 150 a file, rather than as Node objects of a kilobyte."""
-    data: bytes = msgpack.packb(_node_row(node), use_bin_type=True)
+    data: bytes = _packer().pack(_node_row(node))
     return data
 
 
 def encode_packed(rows: list[bytes]) -> bytes:
     """encode_tree() of the nodes that pack_node() gave `rows`, already sorted by name:
     the same bytes, since a msgpack array is its header and then its items."""
-    packer = msgpack.Packer(use_bin_type=True)
+    packer = _packer()
     head = packer.pack_array_header(2) + packer.pack(TREE_VERSION)
     return b"".join([head, packer.pack_array_header(len(rows)), *rows])
 
