@@ -126,9 +126,8 @@ class DirectFeed:
     """A large file the archiver reads itself: opened on the first read, closed at its
     end or on cancel."""
 
-    def __init__(self, path: bytes, size: int = -1) -> None:
+    def __init__(self, path: bytes) -> None:
         self.path = path
-        self.size = size  # as statted, -1 if unknown: a buffer no larger is asked for
         self.after: os.stat_result | None = None
         self._fd = -1
 
