@@ -320,19 +320,8 @@ class Archiver:
 
     # -- directories -----------------------------------------------------------------
 
-    def _old_children(self, old: Node | None) -> dict[bytes, Node]:
-        if old is None or old.type != "dir" or old.subtree is None:
-            return {}
-        self.repo.index  # noqa: B018 - a damaged index is fatal, not a parent problem
-        try:
-            return {n.name: n for n in self.repo.load_tree(old.subtree)}
-        except RepoError as exc:
-            # A damaged parent only costs rereading the files below it.
-            self.reporter.warning(old.name or b"/", f"cannot use the parent's tree: {exc}")
-            return {}
-
     def _old_nodes(self, old: Node | None) -> Iterator[Node]:
-        """_old_children() as an iterator in name order, decoded as it is read."""
+        """The parent's entries of a directory in name order, decoded as they are read."""
         if old is None or old.type != "dir" or old.subtree is None:
             return
         self.repo.index  # noqa: B018 - a damaged index is fatal, not a parent problem
@@ -340,6 +329,7 @@ class Archiver:
             data = self.repo.load_blob(BlobType.TREE, old.subtree)
             yield from iter_tree(data, name=f"tree {old.subtree.hex()[:16]}")
         except RepoError as exc:
+            # A damaged parent only costs rereading the files below it.
             self.reporter.warning(old.name or b"/", f"cannot use the parent's tree: {exc}")
 
     def _is_excluded(self, path: bytes) -> bool:
@@ -446,8 +436,8 @@ class Archiver:
 
     def _virtual(self, prefix: bytes, tree: Layout, old_root: BlobId | None) -> BlobId:
         """A directory on the way to the sources: only the listed children are kept."""
-        old_children = self._old_children(
-            Node(b"", "dir", subtree=old_root) if old_root is not None else None
+        old_children = _OldChildren(
+            self._old_nodes(Node(b"", "dir", subtree=old_root) if old_root is not None else None)
         )
         sources, nodes = [], []
         for name, sub in sorted(tree.items()):

@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from repo.backup import (
     parse_files_from,
     parse_files_from_raw,
 )
-from repo.errors import RepoError
+from repo.errors import DamagedObject, RepoError
 from repo.pattern import PatternSet
 from repo.repository import Repository
 from repo.snapshot import Snapshot
@@ -402,3 +403,38 @@ def test_a_directory_in_batches_stores_the_same_tree(
     assert again.summary["files_unmodified"] == 20
     monkeypatch.setattr(backup, "DIR_BATCH", 1024)
     assert _run(repo, src)[0].tree == again.tree
+
+
+def test_a_parent_tree_damaged_midway_costs_only_rereading(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent tree that turns out malformed after some entries is a warning: the
+    entries before it are reused, the rest read again, and the tree stored is whole."""
+    src = _tree(tmp_path / "src", {f"f{i}": b"%d" % i for i in range(4)})
+    time.sleep(2 * backup.RACY_NS / 1e9)  # not racy against the next backup's start
+    parent, _ = _run(repo, src)
+    iter_tree = backup.iter_tree
+
+    def damaged(data: bytes, *, name: str) -> Iterator[Any]:
+        nodes = iter_tree(data, name=name)
+        if name.startswith("tree") and b"f0" in data:  # the sources' folder
+            yield next(nodes)
+            raise DamagedObject(f"{name}: malformed tree")
+        yield from nodes
+
+    read: list[bytes] = []
+    store_file = Archiver._store_file
+
+    def recording(self: Archiver, entry: Any, feed: Any) -> None:
+        read.append(os.path.basename(entry.path))
+        store_file(self, entry, feed)
+
+    monkeypatch.setattr(backup, "iter_tree", damaged)
+    monkeypatch.setattr(Archiver, "_store_file", recording)
+    snap, reporter = _run(repo, src, parent=parent)
+    assert reporter.errors == []
+    assert [(path, message.split(":")[0]) for path, message in reporter.warnings] == [
+        (b"src", "cannot use the parent's tree")
+    ]
+    assert read == [b"f1", b"f2", b"f3"]
+    assert snap.tree == parent.tree
