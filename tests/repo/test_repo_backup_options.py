@@ -370,6 +370,19 @@ def test_read_concurrency_must_be_positive(repo: Repository) -> None:
 # -- directories stored in batches ----------------------------------------------------
 
 
+def _record_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The names of the files the archiver reads from now on, in order."""
+    read: list[bytes] = []
+    store_file = Archiver._store_file
+
+    def recording(self: Archiver, entry: Any, feed: Any) -> None:
+        read.append(os.path.basename(entry.path))
+        store_file(self, entry, feed)
+
+    monkeypatch.setattr(Archiver, "_store_file", recording)
+    return read
+
+
 def test_a_directory_in_batches_stores_the_same_tree(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -380,14 +393,7 @@ def test_a_directory_in_batches_stores_the_same_tree(
     src = _tree(tmp_path / "src", files)
     time.sleep(2 * backup.RACY_NS / 1e9)  # not racy against the next backup's start
     whole, _ = _run(repo, src)
-    read: list[bytes] = []
-    store_file = Archiver._store_file
-
-    def recording(self: Archiver, entry: Any, feed: Any) -> None:
-        read.append(os.path.basename(entry.path))
-        store_file(self, entry, feed)
-
-    monkeypatch.setattr(Archiver, "_store_file", recording)
+    read = _record_reads(monkeypatch)
     monkeypatch.setattr(backup, "DIR_BATCH", 3)
     batched, reporter = _run(repo, src, parent=whole)
     assert reporter.errors == reporter.warnings == []
@@ -422,15 +428,8 @@ def test_a_parent_tree_damaged_midway_costs_only_rereading(
             raise DamagedObject(f"{name}: malformed tree")
         yield from nodes
 
-    read: list[bytes] = []
-    store_file = Archiver._store_file
-
-    def recording(self: Archiver, entry: Any, feed: Any) -> None:
-        read.append(os.path.basename(entry.path))
-        store_file(self, entry, feed)
-
+    read = _record_reads(monkeypatch)
     monkeypatch.setattr(backup, "iter_tree", damaged)
-    monkeypatch.setattr(Archiver, "_store_file", recording)
     snap, reporter = _run(repo, src, parent=parent)
     assert reporter.errors == []
     assert [(path, message.split(":")[0]) for path, message in reporter.warnings] == [
