@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chunker import chunk_bytes, iter_chunks
+from repo import smallfiles
 from repo.errors import RepoError, SourceError
-from repo.fsmeta import group_name, node_from_stat, user_name
+from repo.fsmeta import group_name, node_from_stat, read_xattrs, user_name
 from repo.pattern import PatternSet, split_path
 from repo.readahead import DirectFeed, Feed, Readers, ReadFeed, read_head
 from repo.repository import Repository
@@ -40,6 +41,12 @@ READ_WINDOW = 16 * 1024 * 1024
 # time: an entry waiting as Python objects holds about a kilobyte, its packed row some
 # 150 bytes, so a folder of 100,000 files costs some 15 MiB, not 100.
 DIR_BATCH = 1024
+# Small files to read, met by a backup, that start the small-file worker: its start-up
+# costs some 100 ms of the other core, about the time of 1,000 small files.
+WORKER_FROM = 256
+# While a folder's entries are statted, the small files among them that must be read
+# go to the worker this many at a time.
+SEND_EVERY = 32
 # The Cache Directory Tagging Specification (https://bford.info/cachedir/): a valid
 # CACHEDIR.TAG begins with exactly these 43 bytes.
 CACHEDIR_TAG = b"CACHEDIR.TAG"
@@ -147,6 +154,11 @@ class _Entry:
     dev: int
     # A directory on another file system: stored, but not entered.
     is_other_fs: bool = False
+    # A regular file's extended attributes are read with its content, or taken from
+    # the parent with it: a file whose ctime is unchanged has the same attributes.
+    is_xattrs_due: bool = False
+    # Handed to the small-file worker, whose result for it comes in turn.
+    is_sent: bool = False
 
 
 class _OldChildren:
@@ -195,6 +207,10 @@ class Archiver:
         self.start_ns = time.time_ns()
         self._parent_start = opts.parent.start_ns if opts.parent else 0
         self._readers: Readers | None = None
+        self._worker: smallfiles.SmallFileWorker | None = None
+        self._worker_failed = False
+        self._small_seen = 0
+        self._small_limit = min(smallfiles.MAX_SIZE, repo.config.chunker.min_size)
 
     # -- saving ----------------------------------------------------------------------
 
@@ -221,8 +237,9 @@ class Archiver:
     # -- files -----------------------------------------------------------------------
 
     def _store_file(self, entry: _Entry, feed: Feed | ReadFeed | DirectFeed) -> None:
-        node = entry.node
-        st_size, st_mtime_ns = node.size, node.mtime_ns
+        if entry.is_xattrs_due:
+            entry.node.xattrs = read_xattrs(entry.path)
+        st_size = entry.node.size
         size = 0
 
         def read(n: int) -> bytes:
@@ -242,11 +259,34 @@ class Archiver:
             content.append(self._save(BlobType.DATA, chunk))
             size += len(chunk)
         after = feed.after
-        if after is None or (after.st_size, after.st_mtime_ns, size) != (
-            st_size,
-            st_mtime_ns,
-            st_size,
-        ):
+        ended = None if after is None else (after.st_size, after.st_mtime_ns)
+        self._file_stored(entry, content, size, ended)
+
+    def _store_worked(self, entry: _Entry, result: list[Any]) -> None:
+        """Store a file the small-file worker read and sealed (smallfiles.STORED), or
+        raise the error reading it raised there (FAILED)."""
+        if result[0] == smallfiles.FAILED:
+            raise OSError(result[1], result[2])
+        _kind, size, mtime_ns, blob_id, sealed, xattrs = result
+        entry.node.xattrs = [(bytes(k), bytes(v)) for k, v in xattrs]
+        self.reporter.bytes_read(size)
+        content = []
+        if blob_id is not None:
+            if self.repo.save_sealed_blob(BlobType.DATA, blob_id, sealed, size):
+                self.stats.data_blobs += 1
+                self.stats.data_added += size
+            content.append(blob_id)
+        self._file_stored(entry, content, size, (size, mtime_ns))
+
+    def _file_stored(
+        self, entry: _Entry, content: list[BlobId], size: int, after: tuple[int, int] | None
+    ) -> None:
+        """Put the content read into the file's node, and count it.
+
+        after is the file's size and mtime when its reading ended, None if unknown.
+        """
+        node = entry.node
+        if after is None or (*after, size) != (node.size, node.mtime_ns, node.size):
             self.reporter.warning(
                 entry.path, "file changed while it was read; stored what was read"
             )
@@ -284,13 +324,18 @@ class Archiver:
         node, old = entry.node, entry.old
         self.stats.total_files_processed += 1
         self.stats.total_bytes_processed += node.size
-        if old is None or self.opts.is_force or not self._is_unchanged(node, old):
+        if old is None or self._is_due(node, old):
             return False
         node.content, node.content_lists = old.content, old.content_lists
+        node.xattrs = old.xattrs
         self.stats.files_unmodified += 1
         self.reporter.bytes_read(node.size)
         self.reporter.file_done(entry.path, node.size)
         return True
+
+    def _is_due(self, node: Node, old: Node | None) -> bool:
+        """Whether a file must be read: it is new or changed, or --force is given."""
+        return old is None or self.opts.is_force or not self._is_unchanged(node, old)
 
     def _is_unchanged(self, node: Node, old: Node) -> bool:
         same = (old.type, old.size, old.mtime_ns, old.ctime_ns, old.inode) == (
@@ -303,20 +348,88 @@ class Archiver:
         return same and not _racy(old, self._parent_start)
 
     def _read_files(self, entries: list[_Entry]) -> set[bytes]:
-        """Read and store the files, ahead in the reader threads; returns those that failed."""
+        """Read and store the files: those sent ahead to the small-file worker through
+        it, the others ahead in the reader threads. Returns those that failed."""
         if self._readers is None:
             raise RuntimeError("files are read only inside Archiver.run()")
+        # The worker answers in the order it was sent files: those before the last sent
+        # (the worker was not ready for them) are read here.
+        last = max((i for i, e in enumerate(entries) if e.is_sent), default=-1)
+        self._send_ahead(entries[last + 1 :], is_due=True)
         failed = set()
-        paths = [e.path for e in entries]
-        sizes = [e.node.size for e in entries]
+        rest = [e for e in entries if not e.is_sent]
+        paths, sizes = [e.path for e in rest], [e.node.size for e in rest]
+        worker = self._worker
         with closing(self._readers.feeds(paths, sizes)) as feeds:
-            for entry, feed in zip(entries, feeds, strict=True):
-                try:
-                    self._store_file(entry, feed)
-                except OSError as exc:
-                    self._fail(entry.path, exc)
-                    failed.add(entry.path)
+            try:
+                for entry in entries:
+                    try:
+                        result = worker.take(entry.path) if entry.is_sent and worker else None
+                        if result is None:
+                            self._store_file(entry, next(feeds))
+                        elif result[0] == smallfiles.ELSEWHERE:
+                            self._store_alone(entry)
+                        else:
+                            self._store_worked(entry, result)
+                    except OSError as exc:
+                        self._fail(entry.path, exc)
+                        failed.add(entry.path)
+            except BaseException:
+                if worker is not None:
+                    worker.is_broken = True  # results owed would answer later files
+                raise
         return failed
+
+    def _send_ahead(self, entries: list[_Entry], *, is_due: bool = False) -> None:
+        """Hand the small files among the entries that must be read (all are, if
+        `is_due`) to the small-file worker, which reads them while the archiver goes on
+        statting the entries after them."""
+        limit = self._small_limit
+        small = [
+            e
+            for e in entries
+            if e.node.type == "file"
+            and e.node.size <= limit
+            and (is_due or self._is_due(e.node, e.old))
+        ]
+        # Counted once, when they are due: the files of a folder are offered twice.
+        worker = self._small_file_worker(len(small) if is_due else 0)
+        if worker is None or not small:
+            return
+        for entry in small:
+            entry.is_sent = True
+        worker.submit([e.path for e in small], [e.node.size for e in small])
+
+    def _store_alone(self, entry: _Entry) -> None:
+        """Read one file on its own, through the reader threads."""
+        if self._readers is None:
+            raise RuntimeError("files are read only inside Archiver.run()")
+        with closing(self._readers.feeds([entry.path], [entry.node.size])) as feeds:
+            self._store_file(entry, next(feeds))
+
+    def _small_file_worker(self, small: int) -> smallfiles.SmallFileWorker | None:
+        """The small-file worker, once started and ready; started when the backup has
+        met enough small files to read that its start-up pays."""
+        worker = self._worker
+        if worker is None:
+            if self._worker_failed or self.opts.is_dry_run:
+                return None
+            self._small_seen += small
+            if self._small_seen < WORKER_FROM:
+                return None
+            try:
+                worker = self._worker = smallfiles.SmallFileWorker(
+                    self.repo.master.encryption,
+                    self.repo.master.id_key,
+                    self.repo.config.compression_level,
+                )
+            except OSError as exc:
+                self._worker_failed = True
+                self.reporter.warning(b"", f"cannot start the small-file worker: {exc}")
+                return None
+        if worker.is_broken:
+            return None
+        return worker if worker.is_ready() else None
 
     # -- directories -----------------------------------------------------------------
 
@@ -338,15 +451,21 @@ class Archiver:
         parts = split_path(path)
         return self.excludes.matches(parts) or self.iexcludes.matches(parts)
 
-    def _stat_entry(self, path: bytes, name: bytes, old: Node | None, dev: int) -> _Entry | None:
+    def _stat_entry(
+        self, path: bytes, name: bytes, old: Node | None, dev: int, dir_fd: int | None = None
+    ) -> _Entry | None:
         """Stat one entry; None when it is left out (excluded or unreadable).
 
         dev is the device of the source the entry is under; a source sets its own.
+        dir_fd, if given, is its folder, open: a lookup from there walks no path.
         """
         if self._is_excluded(path):
             return None
         try:
-            st = os.lstat(path)
+            if dir_fd is None:
+                st = os.lstat(path)
+            else:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if path in self.sources:
                 dev = st.st_dev
             is_other_fs = self.opts.is_one_file_system and st.st_dev != dev
@@ -355,11 +474,14 @@ class Archiver:
             # else of another file system (a bind-mounted file).
             if (is_other_fs and not is_dir) or self._is_too_large(st):
                 return None
-            node = node_from_stat(name, path, st, with_atime=self.opts.with_atime)
+            is_file = stat.S_ISREG(st.st_mode)
+            node = node_from_stat(
+                name, path, st, with_atime=self.opts.with_atime, with_xattrs=not is_file
+            )
         except OSError as exc:
             self._fail(path, exc)
             return None
-        return _Entry(path, node, old, dev, is_other_fs)
+        return _Entry(path, node, old, dev, is_other_fs, is_xattrs_due=is_file)
 
     def _is_too_large(self, st: os.stat_result) -> bool:
         limit = self.opts.exclude_larger_than
@@ -392,14 +514,24 @@ class Archiver:
         names = self._untagged(path, sorted(e.name for e in _scandir(path))) if is_listed else []
         old_children = _OldChildren(self._old_nodes(old))
         rows: list[bytes] = []
-        for start in range(0, len(names), DIR_BATCH):
-            entries = []
-            for name in names[start : start + DIR_BATCH]:
-                old_child = old_children.get(name)
-                entry = self._stat_entry(os.path.join(path, name), name, old_child, dev)
-                if entry is not None:
-                    entries.append(entry)
-            rows += map(pack_node, self._complete(entries))
+        prefix = path if path.endswith(b"/") else path + b"/"
+        dir_fd = _open_dir(path) if names else None
+        try:
+            for start in range(0, len(names), DIR_BATCH):
+                entries = []
+                sent = 0
+                for name in names[start : start + DIR_BATCH]:
+                    old_child = old_children.get(name)
+                    entry = self._stat_entry(prefix + name, name, old_child, dev, dir_fd)
+                    if entry is not None:
+                        entries.append(entry)
+                        if len(entries) - sent >= SEND_EVERY:
+                            self._send_ahead(entries[sent:])
+                            sent = len(entries)
+                rows += map(pack_node, self._complete(entries))
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         tree_id = self._save(BlobType.TREE, encode_packed(rows))
         if old is None or old.type != "dir":
             self.stats.dirs_new += 1
@@ -482,6 +614,9 @@ class Archiver:
         finally:
             self._readers.close()
             self._readers = None
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
         return self._finish(root, paths)
 
     def run_stdin(self, name: bytes, read: Callable[[int], bytes]) -> tuple[Snapshot, bool]:
@@ -567,6 +702,15 @@ def parse_files_from_raw(data: bytes) -> list[bytes]:
     if b"" in names:
         raise ValueError("empty file name in the listing")
     return names
+
+
+def _open_dir(path: bytes) -> int | None:
+    """The folder, open for lookups relative to it; None if it cannot be opened (then
+    each entry is looked up by its path, and fails as it would have)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _scandir(path: bytes) -> Iterator[os.DirEntry[bytes]]:

@@ -38,10 +38,12 @@ def group_name(gid: int) -> str:
         return ""
 
 
-def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
-    """Extended attributes of a path (not following symlinks); none where unsupported."""
+def read_xattrs(path: bytes | int) -> list[tuple[bytes, bytes]]:
+    """Extended attributes of a path (not following symlinks) or of an open file; none
+    where unsupported."""
+    is_open = isinstance(path, int)  # an open file's symlinks were not followed to open it
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=is_open)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.ENODATA):
             return []
@@ -49,15 +51,18 @@ def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
     out = []
     for name in sorted(names):
         try:
-            value = os.getxattr(path, name, follow_symlinks=False)
+            value = os.getxattr(path, name, follow_symlinks=is_open)
         except OSError:
             continue
         out.append((os.fsencode(name), value))
     return out
 
 
-def node_from_stat(name: bytes, path: bytes, st: os.stat_result, *, with_atime: bool) -> Node:
-    """A node with everything but content/subtree; device and nlink only for hard links."""
+def node_from_stat(
+    name: bytes, path: bytes, st: os.stat_result, *, with_atime: bool, with_xattrs: bool = True
+) -> Node:
+    """A node with everything but content/subtree (and its extended attributes, unless
+    `with_xattrs`); device and nlink only for hard links."""
     ntype = _TYPES.get(stat.S_IFMT(st.st_mode))
     if ntype is None:
         raise OSError(errno.EINVAL, "unsupported file type")
@@ -83,5 +88,6 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result, *, with_atime: 
         node.target = os.readlink(path)
     if with_atime:
         node.atime_ns = st.st_atime_ns
-    node.xattrs = read_xattrs(path)
+    if with_xattrs:
+        node.xattrs = read_xattrs(path)
     return node

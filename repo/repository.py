@@ -344,6 +344,16 @@ class Repository:
             self._get_saver().add(btype, blob_id, data)
         return blob_id, True
 
+    def save_sealed_blob(self, btype: BlobType, blob_id: BlobId, sealed: bytes, size: int) -> bool:
+        """save_blob for a blob named, compressed and sealed already, of `size` plaintext
+        bytes; whether it was new."""
+        if self.has_blob(btype, blob_id):
+            return False
+        self._saved[btype].add(blob_id)
+        if not self.is_dry_run:
+            self._get_saver().add_sealed(btype, blob_id, sealed, size)
+        return True
+
     def _get_saver(self) -> PackSaver:
         if self._saver is None:
             # Imported here: only writers need its thread pools (and the logging module

@@ -127,18 +127,33 @@ class PackSaver:
         if self._finished:  # read without the lock: a pack missed now goes next time
             self._start_stores()
 
+    def add_sealed(self, btype: BlobType, blob_id: BlobId, sealed: bytes, size: int) -> None:
+        """Append a blob compressed and sealed already (by the small-file worker) of
+        `size` plaintext bytes to its open pack."""
+        try:
+            self._append([(btype, blob_id, sealed, size)])
+        except BaseException:
+            self._is_torn = True  # as in add(): an interrupt may stop an append half done
+            raise
+        if self._finished:
+            self._start_stores()
+
     def _pack_blobs(self, batch: list[tuple[BlobType, BlobId, bytes]]) -> None:
         """Compress and seal the blobs, then append them to their open packs (on a
         worker, or on the caller's thread for a tiny blob)."""
-        sealed = [
-            (
-                btype,
-                blob_id,
-                seal_blob(self._key, btype, blob_id, compress_parts(data, self._level)),
-                len(data),
-            )
-            for btype, blob_id, data in batch
-        ]
+        self._append(
+            [
+                (
+                    btype,
+                    blob_id,
+                    seal_blob(self._key, btype, blob_id, compress_parts(data, self._level)),
+                    len(data),
+                )
+                for btype, blob_id, data in batch
+            ]
+        )
+
+    def _append(self, sealed: list[tuple[BlobType, BlobId, bytes | bytearray, int]]) -> None:
         with self._lock:
             for btype, blob_id, stored, size in sealed:
                 if btype not in self._writers:

@@ -1,0 +1,338 @@
+"""Small files read, named, compressed and sealed in a second process (docs/design.md,
+"Backup rules").
+
+A backup of many small files is bound by Python on one core: each file costs tens of
+microseconds of system calls, compression, sealing and bookkeeping, and threads do not
+help, since a thread back from a system call waits for the GIL the other one holds. So
+the archiver hands batches of small files to a worker process. The worker reads each
+file whole (a small file is one chunk), names it by its keyed hash, compresses and
+seals it; the archiver keeps the rest: deduplication against the index, packs, trees.
+The worker writes nothing to the repository and holds no state between batches.
+
+Frames on both pipes are a 4-byte little-endian length and a msgpack value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+import msgpack
+
+from repo.errors import RepoError
+from repo.fsmeta import read_xattrs
+
+_LENGTH = struct.Struct("<I")
+# Files of at most this many bytes go to the worker: well under the smallest chunk,
+# so each is one blob, and a batch of them stays small.
+MAX_SIZE = 64 * 1024
+# A batch holds at most this many files and this many bytes of them; the first of a
+# folder's batches is smaller, so the worker starts while the archiver sends the next.
+BATCH_FILES = 64
+FIRST_BATCH_FILES = 16
+BATCH_BYTES = 1024 * 1024
+# Paths in a batch: the BATCHES_AHEAD batches waiting in the pipe must fit in its 64 KiB,
+# else the archiver, writing one more, and the worker, writing a reply, would wait on
+# each other.
+BATCH_PATH_BYTES = 8 * 1024
+BATCHES_AHEAD = 4
+# Results received and not taken yet hold at most about this many bytes: the archiver
+# takes replies as they come while it stats the entries ahead of them.
+READY_BYTES = 4 * 1024 * 1024
+
+# What the worker says of one file: the first item of its result (the last is its path).
+# [STORED, size read, mtime_ns after, blob id or None, sealed blob or None, xattrs]
+STORED = 0
+FAILED = 1  # [FAILED, errno, message]: what reading it raised
+ELSEWHERE = 2  # [ELSEWHERE]: the archiver reads it (it changed size, or is not regular)
+
+_READY = b"ready"
+# The worker's naming and sealing of one file's bytes: (blob id, sealed), or Nones if empty.
+_Store = Callable[[memoryview], tuple[bytes | None, bytearray | None]]
+
+
+class WorkerFailed(RepoError):
+    """The worker process stopped or answered out of turn."""
+
+
+def _frame(value: Any) -> bytes:
+    body: bytes = msgpack.packb(value, use_bin_type=True)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _read_frame(fd: int) -> Any:
+    """The next frame's value; WorkerFailed at the end of the stream.
+
+    Read from the descriptor itself: a buffered reader would take the start of the
+    next frame into its buffer, where select() cannot see it.
+    """
+    (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
+    return msgpack.unpackb(_read_exactly(fd, length), raw=False)
+
+
+def _read_exactly(fd: int, n: int) -> bytearray:
+    buffer = bytearray(n)
+    view = memoryview(buffer)
+    done = 0
+    while done < n:
+        got = os.readv(fd, [view[done:]])
+        if not got:
+            raise WorkerFailed("the small-file worker stopped")
+        done += got
+    return buffer
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class SmallFileWorker:
+    """The archiver's side: starts the worker, and stores files through it in order."""
+
+    def __init__(self, enc_key: bytes, id_key: bytes, level: int) -> None:
+        # The worker imports this checkout's package, whatever the working directory
+        # holds (-P: the current directory is not put on sys.path).
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = f"import sys; sys.path.insert(0, {root!r}); import repo.smallfiles as w; w.serve()"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            stderr=subprocess.DEVNULL,
+        )
+        if self._proc.stdin is None or self._proc.stdout is None:
+            raise RuntimeError("the worker's pipes were not made")
+        self._in: IO[bytes] = self._proc.stdin
+        self._out = self._proc.stdout.fileno()
+        self._is_ready = False
+        self.is_broken = False
+        self._unsent: deque[tuple[bytes, int]] = deque()  # submitted, not yet sent
+        self._sent: deque[int] = deque()  # the size of each batch sent, not answered
+        self._ready: deque[list[Any]] = deque()  # results received, not taken
+        self._ready_bytes = 0
+        self._owed = 0  # files submitted and not taken
+        import select  # noqa: PLC0415 - only a backup that starts a worker needs it
+
+        self._select = select.select
+        try:
+            self._send({"enc": enc_key, "id": id_key, "level": level})
+        except WorkerFailed:
+            self.is_broken = True
+
+    def is_ready(self, *, is_waiting: bool = False) -> bool:
+        """Whether the worker has started (it imports for some 100 ms); waits for it
+        only if `is_waiting`."""
+        if self._is_ready or self.is_broken:
+            return self._is_ready and not self.is_broken
+        if not is_waiting and not self._has_reply():
+            return False
+        with contextlib.suppress(WorkerFailed):
+            self._is_ready = _read_frame(self._out) == _READY
+        self.is_broken = not self._is_ready
+        return self._is_ready
+
+    def _send(self, value: Any) -> None:
+        try:
+            _write_all(self._in.fileno(), _frame(value))
+        except (OSError, ValueError) as exc:
+            raise WorkerFailed("the small-file worker stopped") from exc
+
+    def submit(self, paths: Sequence[bytes], sizes: Sequence[int]) -> None:
+        """Queue files for the worker; `take` gives their results in the same order."""
+        self._unsent.extend(zip(paths, sizes, strict=True))
+        self._owed += len(paths)
+        self._pump(is_waiting=False)
+
+    def take(self, path: bytes) -> list[Any]:
+        """The result for `path`, the oldest file submitted and not taken yet (waiting
+        for it if need be). Once the worker fails, each file owed is ELSEWHERE."""
+        if self._owed <= 0:
+            raise RuntimeError("no file was submitted to the small-file worker")
+        self._owed -= 1
+        if not self._ready:
+            self._pump(is_waiting=True)
+        if not self._ready:
+            return [ELSEWHERE]
+        result = self._ready.popleft()
+        self._ready_bytes -= _result_bytes(result)
+        # Each result names its file: taken out of turn, it would store one file's
+        # content under another's name.
+        if result[-1] != path:
+            raise RuntimeError(f"small-file worker result for {result[-1]!r}, not {path!r}")
+        return result[:-1]
+
+    def _pump(self, *, is_waiting: bool) -> None:
+        """Take the replies that have come (waiting for one if `is_waiting`), and send
+        batches while fewer than BATCHES_AHEAD are unanswered."""
+        if not self.is_ready(is_waiting=True):  # its first frame says it is
+            return
+        try:
+            while self._sent and self._ready_bytes < READY_BYTES:
+                if not (is_waiting and not self._ready) and not self._has_reply():
+                    break
+                self._receive()
+            while self._unsent and len(self._sent) < BATCHES_AHEAD:
+                self._send_batch()
+            if is_waiting and not self._ready and self._sent:
+                self._receive()
+                self._send_batch()
+        except WorkerFailed:
+            self.is_broken = True
+
+    def _has_reply(self) -> bool:
+        return bool(self._select([self._out], [], [], 0)[0])
+
+    def _receive(self) -> None:
+        reply = _read_frame(self._out)
+        if not isinstance(reply, list) or len(reply) != self._sent.popleft():
+            raise WorkerFailed("the small-file worker answered out of turn")
+        self._ready.extend(reply)
+        self._ready_bytes += sum(map(_result_bytes, reply))
+
+    def _send_batch(self) -> None:
+        if not self._unsent:
+            return
+        batch: list[list[Any]] = []
+        data = names = 0
+        limit = BATCH_FILES if self._sent else FIRST_BATCH_FILES
+        while self._unsent and len(batch) < limit:
+            path, size = self._unsent[0]
+            if batch and (data + size > BATCH_BYTES or names + len(path) > BATCH_PATH_BYTES):
+                break
+            self._unsent.popleft()
+            batch.append([path, size])
+            data += size
+            names += len(path)
+        self._send(batch)
+        self._sent.append(len(batch))
+
+    def close(self) -> None:
+        """End the worker: it stops at the end of its input."""
+        with contextlib.suppress(OSError):
+            self._in.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def _result_bytes(result: list[Any]) -> int:
+    return len(result[4] or b"") if result[0] == STORED else 0
+
+
+# -- the worker ----------------------------------------------------------------------
+
+
+def serve() -> None:
+    """The worker's loop: a batch in, its files' results out, until the input ends."""
+    # Ctrl-C reaches the whole process group: the archiver decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from crypto import id_hash  # noqa: PLC0415
+    from repo.blob import compress_parts, seal_blob  # noqa: PLC0415
+    from repo.types import BlobType  # noqa: PLC0415
+
+    source, sink = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        keys = _read_frame(source)
+    except WorkerFailed:
+        return
+    enc_key, id_key, level = keys["enc"], keys["id"], keys["level"]
+
+    def store(data: memoryview) -> tuple[bytes | None, bytearray | None]:
+        if not data:
+            return None, None
+        blob_id = id_hash(id_key, data)
+        sealed = seal_blob(enc_key, BlobType.DATA, blob_id, compress_parts(data, level))
+        return blob_id, sealed
+
+    try:
+        _write_all(sink, _frame(_READY))
+        while True:
+            try:
+                batch = _read_frame(source)
+            except WorkerFailed:
+                return
+            _write_all(sink, _frame(_read_batch(batch, store)))
+    except BrokenPipeError:
+        return
+
+
+def _read_batch(batch: list[list[Any]], store: _Store) -> list[list[Any]]:
+    """Each file's result. Files not in the page cache are asked for all at once
+    (posix_fadvise) and read after the others, so the disk serves them together."""
+    results: list[list[Any]] = [[ELSEWHERE]] * len(batch)
+    waiting: list[tuple[int, int, int]] = []
+    for i, (path, size) in enumerate(batch):
+        try:
+            fd = _open(path)
+        except OSError as exc:
+            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+            continue
+        try:
+            result = _read_one(fd, size, store, wait=False)
+        except OSError as exc:
+            os.close(fd)
+            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+            continue
+        if result is None:
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+            waiting.append((i, fd, size))
+            continue
+        os.close(fd)
+        results[i] = result
+    for i, fd, size in waiting:
+        try:
+            results[i] = _read_one(fd, size, store, wait=True) or [ELSEWHERE]
+        except OSError as exc:
+            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+        finally:
+            os.close(fd)
+    return [[*result, path] for result, (path, _size) in zip(results, batch, strict=True)]
+
+
+_RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOATIME: int = getattr(os, "O_NOATIME", 0)
+
+
+def _open(path: bytes) -> int:
+    try:
+        return os.open(path, _FLAGS | _NOATIME)
+    except PermissionError:  # O_NOATIME is refused on files we do not own
+        return os.open(path, _FLAGS)
+
+
+def _read_one(fd: int, size: int, store: _Store, *, wait: bool) -> list[Any] | None:
+    """The file's result; None if the read would wait for the disk and `wait` is off."""
+    buffer = bytearray(size + 1)  # one more: a file that grew is the archiver's to read
+    try:
+        n = os.preadv(fd, [buffer], 0, 0 if wait or not _RWF_NOWAIT else _RWF_NOWAIT)
+    except OSError as exc:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [ELSEWHERE]  # a FIFO or a folder now: the archiver says so
+        if wait or exc.errno not in (errno.EAGAIN, errno.EOPNOTSUPP):
+            raise
+        if exc.errno == errno.EOPNOTSUPP:  # the file system cannot tell: just read
+            return _read_one(fd, size, store, wait=True)
+        return None
+    after = os.fstat(fd)
+    if n != size or after.st_size != size or not stat.S_ISREG(after.st_mode):
+        return [ELSEWHERE]
+    xattrs = read_xattrs(fd)
+    blob_id, sealed = store(memoryview(buffer)[:size])
+    return [STORED, size, after.st_mtime_ns, blob_id, sealed, xattrs]

@@ -1,0 +1,254 @@
+"""Tests of the small-file worker (repo/smallfiles.py) and of backups through it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from repo import backup, smallfiles
+from repo.backup import Archiver, BackupOptions
+from repo.repository import Repository
+from repo.snapshot import Snapshot
+from repo.types import BlobType
+from repo.walk import walk
+
+
+class _Reporter:
+    def __init__(self) -> None:
+        self.errors: list[tuple[bytes, str]] = []
+        self.warnings: list[tuple[bytes, str]] = []
+
+    def file_done(self, path: bytes, size: int) -> None:
+        return None
+
+    def bytes_read(self, n: int) -> None:
+        return None
+
+    def error(self, path: bytes, message: str) -> None:
+        self.errors.append((path, message))
+
+    def warning(self, path: bytes, message: str) -> None:
+        self.warnings.append((path, message))
+
+
+def _run(repo: Repository, src: Path, **options: Any) -> tuple[Snapshot, _Reporter]:
+    opts = BackupOptions(paths=[os.fsencode(src)], hostname="h", username="u", **options)
+    reporter = _Reporter()
+    snap, _saved = Archiver(repo, opts, reporter).run()
+    return snap, reporter
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every backup starts the worker at once and waits until it is ready; returns the
+    paths whose results the archiver takes from it."""
+    monkeypatch.setattr(backup, "WORKER_FROM", 0)
+    init = smallfiles.SmallFileWorker.__init__
+    take = smallfiles.SmallFileWorker.take
+    paths: list[bytes] = []
+
+    def started(self: smallfiles.SmallFileWorker, *args: Any) -> None:
+        init(self, *args)
+        deadline = time.monotonic() + 30
+        while not self.is_ready() and not self.is_broken and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def taking(self: smallfiles.SmallFileWorker, path: bytes) -> list[Any]:
+        paths.append(path)
+        return take(self, path)
+
+    monkeypatch.setattr(smallfiles.SmallFileWorker, "__init__", started)
+    monkeypatch.setattr(smallfiles.SmallFileWorker, "take", taking)
+    return paths
+
+
+def _contents(repo: Repository, snap: Snapshot) -> dict[bytes, bytes]:
+    """Each file's path and content as the snapshot stores it."""
+    out = {}
+    for path, node in walk(repo, snap.tree, b"/"):
+        if node.type == "file":
+            blobs = [repo.load_blob(BlobType.DATA, b) for b in node.content or []]
+            out[path] = b"".join(blobs)
+    return out
+
+
+def _corpus(root: Path) -> dict[bytes, bytes]:
+    """Files of many sizes around the worker's limit, some of them alike, in folders."""
+    files: dict[bytes, bytes] = {}
+    sizes = [0, 1, 100, 4095, 4096, 60_000, smallfiles.MAX_SIZE, smallfiles.MAX_SIZE + 1, 300_000]
+    for i in range(150):
+        kind = i % 30  # files 30 apart are alike
+        size = sizes[kind % len(sizes)]
+        data = (b"%05d " % kind * (size // 6 + 1))[:size]
+        path = root / f"d{i % 3}" / f"f{i:03d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[os.fsencode(path)] = data
+    return files
+
+
+def test_a_backup_through_the_worker_stores_what_the_archiver_stores(
+    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every small file goes through the worker; the tree is the one the archiver alone
+    stores, and each blob opens to the file's bytes."""
+    files = _corpus(tmp_path / "src")
+    snap, reporter = _run(repo, tmp_path / "src")
+    assert reporter.errors == reporter.warnings == []
+    small = {p for p, data in files.items() if len(data) <= smallfiles.MAX_SIZE}
+    assert set(taken) == small
+    assert _contents(repo, snap) == files
+    # Alike files are stored once, whichever way they were read.
+    blobs = {b for _p, node in walk(repo, snap.tree, b"/") for b in node.content or []}
+    assert snap.summary is not None
+    assert snap.summary["data_blobs"] == len(blobs) < 150
+
+    taken.clear()
+    monkeypatch.setattr(backup, "WORKER_FROM", 10**9)
+    alone, reporter = _run(repo, tmp_path / "src", is_force=True)
+    assert reporter.errors == reporter.warnings == []
+    assert taken == []
+    assert alone.tree == snap.tree
+    assert alone.summary is not None and alone.summary["data_blobs"] == 0
+
+
+def test_the_worker_reports_what_the_archiver_reports(
+    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file gone after its stat fails with the error reading it raised; one that grew
+    or turned into a FIFO is left to the archiver, which says so."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(b"x%d" % i)
+    stat_entry = Archiver._stat_entry
+
+    def changing(self: Archiver, path: bytes, *args: Any) -> Any:
+        entry = stat_entry(self, path, *args)
+        name = os.path.basename(path)
+        if name == b"f2":
+            os.unlink(path)
+        elif name == b"f4":
+            with open(path, "ab") as f:
+                f.write(b" and more")
+        elif name == b"f6":
+            os.unlink(path)
+            os.mkfifo(path)
+        return entry
+
+    monkeypatch.setattr(Archiver, "_stat_entry", changing)
+    snap, reporter = _run(repo, src)
+    f2, f4, f6 = (os.fsencode(src / n) for n in ("f2", "f4", "f6"))
+    assert reporter.errors == [(f2, os.strerror(errno.ENOENT)), (f6, "changed type while being read")]
+    assert reporter.warnings == [(f4, "file changed while it was read; stored what was read")]
+    contents = _contents(repo, snap)
+    assert contents[f4] == b"x4 and more"
+    assert set(contents) == {os.fsencode(src / f"f{i}") for i in range(10)} - {f2, f6}
+    assert all(contents[os.fsencode(src / f"f{i}")] == b"x%d" % i for i in (0, 1, 3, 5, 7, 8, 9))
+    assert f2 in taken and f4 in taken
+
+
+def test_a_worker_that_dies_leaves_its_files_to_the_archiver(
+    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its first batch, the worker is not used again, and every file is
+    stored all the same."""
+    files = _corpus(tmp_path / "src")
+    receive = smallfiles.SmallFileWorker._receive
+
+    def killing(self: smallfiles.SmallFileWorker) -> None:
+        receive(self)
+        self._proc.kill()
+
+    monkeypatch.setattr(smallfiles.SmallFileWorker, "_receive", killing)
+    snap, reporter = _run(repo, tmp_path / "src")
+    assert reporter.errors == reporter.warnings == []
+    assert 0 < len(taken) < 100
+    assert _contents(repo, snap) == files
+
+
+def test_extended_attributes_come_with_the_content(
+    repo: Repository, tmp_path: Path, taken: list[bytes]
+) -> None:
+    """The worker reads a file's extended attributes; an unchanged file takes them from
+    the parent, and a file whose attributes changed (so did its ctime) is read again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}").write_bytes(b"%d" % i)
+    try:
+        os.setxattr(src / "f1", "user.note", b"one")
+    except OSError as exc:
+        pytest.skip(f"this file system takes no user xattrs: {exc}")
+    time.sleep(2 * backup.RACY_NS / 1e9)  # not racy against the next backup's start
+    first, reporter = _run(repo, src)
+    assert reporter.errors == []
+    f1, f2 = os.fsencode(src / "f1"), os.fsencode(src / "f2")
+    assert f1 in taken
+    nodes = {path: node for path, node in walk(repo, first.tree, b"/")}
+    assert nodes[f1].xattrs == [(b"user.note", b"one")]
+    assert nodes[f2].xattrs == []
+
+    os.setxattr(src / "f2", "user.note", b"two")
+    taken.clear()
+    second, reporter = _run(repo, src, parent=first)
+    assert reporter.errors == []
+    assert taken == [f2]
+    nodes = {path: node for path, node in walk(repo, second.tree, b"/")}
+    assert nodes[f1].xattrs == [(b"user.note", b"one")]
+    assert nodes[f2].xattrs == [(b"user.note", b"two")]
+
+
+def test_files_the_page_cache_lacks_are_read_after_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that would wait for the disk is put off: the file is asked for and read
+    after the rest of its batch, and its result stays in its place."""
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"data %d" % i)
+        paths.append(os.fsencode(path))
+    preadv = os.preadv
+    asked: list[int] = []
+
+    def uncached(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if flags and name.endswith(("f1", "f3")):
+            raise BlockingIOError(errno.EAGAIN, "would block")
+        asked.append(int(name[-1]))
+        return preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(smallfiles.os, "preadv", uncached)
+
+    def store(data: memoryview) -> tuple[bytes | None, bytearray | None]:
+        return bytes(data), bytearray(b"sealed")
+
+    batch: list[list[Any]] = [[p, 6] for p in paths]
+    results = smallfiles._read_batch(batch, store)
+    assert asked == [0, 2, 4, 1, 3]
+    assert [r[3] for r in results] == [b"data %d" % i for i in range(5)]
+    assert [r[-1] for r in results] == paths
+    assert all(r[0] == smallfiles.STORED for r in results)
+
+
+def test_results_are_taken_in_turn(tmp_path: Path) -> None:
+    """A result taken for another file than the one it names is refused."""
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"%d" % i)
+        paths.append(os.fsencode(path))
+    worker = smallfiles.SmallFileWorker(os.urandom(32), os.urandom(32), 2)
+    try:
+        worker.submit(paths, [1, 1, 1])
+        assert worker.take(paths[0])[0] == smallfiles.STORED
+        with pytest.raises(RuntimeError, match="small-file worker result"):
+            worker.take(paths[2])
+    finally:
+        worker.close()
