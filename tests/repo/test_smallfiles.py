@@ -144,7 +144,10 @@ def test_the_worker_reports_what_the_archiver_reports(
     monkeypatch.setattr(Archiver, "_stat_entry", changing)
     snap, reporter = _run(repo, src)
     f2, f4, f6 = (os.fsencode(src / n) for n in ("f2", "f4", "f6"))
-    assert reporter.errors == [(f2, os.strerror(errno.ENOENT)), (f6, "changed type while being read")]
+    assert reporter.errors == [
+        (f2, os.strerror(errno.ENOENT)),
+        (f6, "changed type while being read"),
+    ]
     assert reporter.warnings == [(f4, "file changed while it was read; stored what was read")]
     contents = _contents(repo, snap)
     assert contents[f4] == b"x4 and more"
