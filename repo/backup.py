@@ -47,6 +47,10 @@ WORKER_FROM = 256
 # While a folder's entries are statted, the small files among them that must be read
 # go to the worker this many at a time.
 SEND_EVERY = 32
+# A folder's files read by the worker are taken after its subfolders are backed up if
+# they hold at most this many bytes: their results wait in memory meanwhile, for each
+# folder on the way down.
+TAKE_LATER_BYTES = 256 * 1024
 # The Cache Directory Tagging Specification (https://bford.info/cachedir/): a valid
 # CACHEDIR.TAG begins with exactly these 43 bytes.
 CACHEDIR_TAG = b"CACHEDIR.TAG"
@@ -176,6 +180,29 @@ class _OldChildren:
             return None
         found, self._next = self._next, next(self._nodes, None)
         return found
+
+
+@dataclass(slots=True)
+class _Listing:
+    """A directory's sorted names, the parent's entries for them, and its first batch
+    of entries statted: the start of backing it up, which may run ahead of its turn."""
+
+    names: list[bytes]
+    old_children: _OldChildren
+    prefix: bytes  # the directory's path and a slash
+    dir_fd: int | None  # the directory, open for lookups relative to it
+    first: list[_Entry]
+    error: OSError | None = None  # listing it failed: raised in its turn
+
+    @property
+    def is_leaf(self) -> bool:
+        """Whether it holds no directories (in its only batch)."""
+        return len(self.names) <= DIR_BATCH and all(e.node.type != "dir" for e in self.first)
+
+    def close(self) -> None:
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
 
 def _racy(node: Node, start_ns: int) -> bool:
@@ -352,32 +379,23 @@ class Archiver:
         it, the others ahead in the reader threads. Returns those that failed."""
         if self._readers is None:
             raise RuntimeError("files are read only inside Archiver.run()")
-        # The worker answers in the order it was sent files: those before the last sent
-        # (the worker was not ready for them) are read here.
-        last = max((i for i, e in enumerate(entries) if e.is_sent), default=-1)
-        self._send_ahead(entries[last + 1 :], is_due=True)
         failed = set()
         rest = [e for e in entries if not e.is_sent]
         paths, sizes = [e.path for e in rest], [e.node.size for e in rest]
         worker = self._worker
         with closing(self._readers.feeds(paths, sizes)) as feeds:
-            try:
-                for entry in entries:
-                    try:
-                        result = worker.take(entry.path) if entry.is_sent and worker else None
-                        if result is None:
-                            self._store_file(entry, next(feeds))
-                        elif result[0] == smallfiles.ELSEWHERE:
-                            self._store_alone(entry)
-                        else:
-                            self._store_worked(entry, result)
-                    except OSError as exc:
-                        self._fail(entry.path, exc)
-                        failed.add(entry.path)
-            except BaseException:
-                if worker is not None:
-                    worker.is_broken = True  # results owed would answer later files
-                raise
+            for entry in entries:
+                try:
+                    result = worker.take(entry.path) if entry.is_sent and worker else None
+                    if result is None:
+                        self._store_file(entry, next(feeds))
+                    elif result[0] == smallfiles.ELSEWHERE:
+                        self._store_alone(entry)
+                    else:
+                        self._store_worked(entry, result)
+                except OSError as exc:
+                    self._fail(entry.path, exc)
+                    failed.add(entry.path)
         return failed
 
     def _send_ahead(self, entries: list[_Entry], *, is_due: bool = False) -> None:
@@ -490,48 +508,104 @@ class Archiver:
     def _complete(self, entries: list[_Entry]) -> list[Node]:
         """Store the files, then the directories below; returns the nodes that could be read.
 
-        Files go first so the reader threads can read a directory's files ahead.
+        Files go first so the reader threads can read a directory's files ahead. Those
+        the small-file worker reads are taken after the directories below when they
+        are few: the worker reads them meanwhile, and does not wait for the archiver's
+        next batch at every small folder.
         """
         to_read = [e for e in entries if e.node.type == "file" and not self._reuse_unchanged(e)]
-        failed = self._read_files(to_read)
-        for entry in entries:
-            if entry.node.type != "dir":
-                continue
-            try:
-                entry.node.subtree = self._dir(
-                    entry.path, entry.old, entry.dev, is_listed=not entry.is_other_fs
-                )
-            except OSError as exc:
-                self._fail(entry.path, exc)
-                failed.add(entry.path)
+        self._send_ahead([e for e in to_read if not e.is_sent], is_due=True)
+        sent = [e for e in to_read if e.is_sent]
+        is_later = bool(sent) and sum(e.node.size for e in sent) <= TAKE_LATER_BYTES
+        failed = self._read_files([e for e in to_read if not (is_later and e.is_sent)])
+        failed |= self._subdirs(entries)
+        if is_later:
+            failed |= self._read_files(sent)
         return [e.node for e in entries if e.path not in failed]
+
+    def _subdirs(self, entries: list[_Entry]) -> set[bytes]:
+        """Back up the directories among the entries; returns those that failed.
+
+        A folder that holds no folders is followed by the next one's listing and first
+        statting (its small files go to the worker) before its own files are taken:
+        the worker reads this folder's files meanwhile, not after.
+        """
+        failed = set()
+        dirs = [e for e in entries if e.node.type == "dir"]
+        ahead: _Listing | None = None
+        try:
+            for i, entry in enumerate(dirs):
+                listing, ahead = ahead or self._list(entry), None
+                if listing.is_leaf and i + 1 < len(dirs):
+                    ahead = self._list(dirs[i + 1])
+                try:
+                    entry.node.subtree = self._dir(entry.path, entry.old, entry.dev, listing)
+                except OSError as exc:
+                    self._fail(entry.path, exc)
+                    failed.add(entry.path)
+        finally:
+            if ahead is not None:
+                ahead.close()
+        return failed
 
     def _fail(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
         self.reporter.error(path, exc.strerror or str(exc))
 
-    def _dir(self, path: bytes, old: Node | None, dev: int, *, is_listed: bool = True) -> BlobId:
+    def _list(self, entry: _Entry) -> _Listing:
+        """A directory entry's listing, with its first batch statted; an error listing
+        it is kept, and raised when the directory's turn comes."""
+        try:
+            return self._listing(entry.path, entry.old, entry.dev, is_listed=not entry.is_other_fs)
+        except OSError as exc:
+            return _Listing([], _OldChildren(iter(())), b"", None, [], exc)
+
+    def _listing(self, path: bytes, old: Node | None, dev: int, *, is_listed: bool) -> _Listing:
         names = self._untagged(path, sorted(e.name for e in _scandir(path))) if is_listed else []
-        old_children = _OldChildren(self._old_nodes(old))
-        rows: list[bytes] = []
         prefix = path if path.endswith(b"/") else path + b"/"
         dir_fd = _open_dir(path) if names else None
+        listing = _Listing(names, _OldChildren(self._old_nodes(old)), prefix, dir_fd, [])
         try:
-            for start in range(0, len(names), DIR_BATCH):
-                entries = []
-                sent = 0
-                for name in names[start : start + DIR_BATCH]:
-                    old_child = old_children.get(name)
-                    entry = self._stat_entry(prefix + name, name, old_child, dev, dir_fd)
-                    if entry is not None:
-                        entries.append(entry)
-                        if len(entries) - sent >= SEND_EVERY:
-                            self._send_ahead(entries[sent:])
-                            sent = len(entries)
+            listing.first = self._stat_batch(listing, 0, dev)
+        except BaseException:
+            listing.close()
+            raise
+        return listing
+
+    def _stat_batch(self, listing: _Listing, start: int, dev: int) -> list[_Entry]:
+        """Stat the listing's entries from `start`, DIR_BATCH of them, handing their small
+        files to read to the worker as they come."""
+        entries = []
+        sent = 0
+        for name in listing.names[start : start + DIR_BATCH]:
+            old_child = listing.old_children.get(name)
+            entry = self._stat_entry(listing.prefix + name, name, old_child, dev, listing.dir_fd)
+            if entry is not None:
+                entries.append(entry)
+                if len(entries) - sent >= SEND_EVERY:
+                    self._send_ahead(entries[sent:])
+                    sent = len(entries)
+        # The rest now, not when the files are stored: a folder listed ahead of its turn
+        # would have its last files queued behind the next folder's.
+        self._send_ahead(entries[sent:])
+        return entries
+
+    def _dir(
+        self, path: bytes, old: Node | None, dev: int, listing: _Listing | None = None
+    ) -> BlobId:
+        """Back up a directory (listed already, or now); returns its tree's id."""
+        if listing is None:
+            listing = self._listing(path, old, dev, is_listed=True)
+        rows: list[bytes] = []
+        try:
+            if listing.error is not None:
+                raise listing.error
+            for start in range(0, len(listing.names), DIR_BATCH):
+                entries = listing.first if start == 0 else self._stat_batch(listing, start, dev)
+                listing.first = []
                 rows += map(pack_node, self._complete(entries))
         finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
+            listing.close()
         tree_id = self._save(BlobType.TREE, encode_packed(rows))
         if old is None or old.type != "dir":
             self.stats.dirs_new += 1

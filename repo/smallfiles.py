@@ -32,19 +32,26 @@ from repo.errors import RepoError
 from repo.fsmeta import read_xattrs
 
 _LENGTH = struct.Struct("<I")
-# Files of at most this many bytes go to the worker: well under the smallest chunk,
-# so each is one blob, and a batch of them stays small.
-MAX_SIZE = 64 * 1024
+# Files of at most this many bytes go to the worker: well under the smallest chunk, so
+# each is one blob. Their cost is per file; larger files cost by their bytes, which the
+# archiver's two compression threads share, where the worker is one (at 64 KiB the
+# archiver waited for the worker through a quarter of a backup of /usr/share).
+MAX_SIZE = 16 * 1024
 # A batch holds at most this many files and this many bytes of them; the first of a
 # folder's batches is smaller, so the worker starts while the archiver sends the next.
 BATCH_FILES = 64
 FIRST_BATCH_FILES = 16
 BATCH_BYTES = 1024 * 1024
-# Paths in a batch: the BATCHES_AHEAD batches waiting in the pipe must fit in its 64 KiB,
-# else the archiver, writing one more, and the worker, writing a reply, would wait on
-# each other.
+# Paths in a batch. All batches sent and not answered must fit in half the pipe to the
+# worker, else the archiver, writing one more, and the worker, writing a reply the
+# archiver does not read yet, would wait on each other: so at most BATCHES_AHEAD, and
+# fewer if the pipe is small.
 BATCH_PATH_BYTES = 8 * 1024
-BATCHES_AHEAD = 4
+BATCHES_AHEAD = 16
+# The size asked for both pipes (Linux's default most for a user): the worker runs ahead
+# of the archiver by up to this many bytes of replies, through small folders whose few
+# files the archiver takes only now and then.
+PIPE_SIZE = 1024 * 1024
 # Results received and not taken yet hold at most about this many bytes: the archiver
 # takes replies as they come while it stats the entries ahead of them.
 READY_BYTES = 4 * 1024 * 1024
@@ -116,13 +123,15 @@ class SmallFileWorker:
             raise RuntimeError("the worker's pipes were not made")
         self._in: IO[bytes] = self._proc.stdin
         self._out = self._proc.stdout.fileno()
+        capacity = min(_grow_pipe(self._in.fileno()), _grow_pipe(self._out))
+        self._ahead = max(1, min(BATCHES_AHEAD, capacity // 2 // (BATCH_PATH_BYTES + 1024)))
         self._is_ready = False
         self.is_broken = False
         self._unsent: deque[tuple[bytes, int]] = deque()  # submitted, not yet sent
         self._sent: deque[int] = deque()  # the size of each batch sent, not answered
-        self._ready: deque[list[Any]] = deque()  # results received, not taken
+        self._ready: dict[bytes, list[Any]] = {}  # results received, not taken
         self._ready_bytes = 0
-        self._owed = 0  # files submitted and not taken
+        self._owed: set[bytes] = set()  # files submitted and not taken
         import select  # noqa: PLC0415 - only a backup that starts a worker needs it
 
         self._select = select.select
@@ -150,43 +159,40 @@ class SmallFileWorker:
             raise WorkerFailed("the small-file worker stopped") from exc
 
     def submit(self, paths: Sequence[bytes], sizes: Sequence[int]) -> None:
-        """Queue files for the worker; `take` gives their results in the same order."""
+        """Queue files for the worker; `take` gives each one's result."""
+        if not self._owed.isdisjoint(paths) or len(set(paths)) < len(paths):
+            raise RuntimeError("a file was submitted to the small-file worker twice")
         self._unsent.extend(zip(paths, sizes, strict=True))
-        self._owed += len(paths)
+        self._owed.update(paths)
         self._pump(is_waiting=False)
 
     def take(self, path: bytes) -> list[Any]:
-        """The result for `path`, the oldest file submitted and not taken yet (waiting
-        for it if need be). Once the worker fails, each file owed is ELSEWHERE."""
-        if self._owed <= 0:
-            raise RuntimeError("no file was submitted to the small-file worker")
-        self._owed -= 1
-        if not self._ready:
+        """The result for a file submitted and not taken yet, waiting for it if need be.
+        Once the worker fails, a file whose result has not come is ELSEWHERE."""
+        self._owed.remove(path)  # KeyError: it was not submitted, or taken already
+        while path not in self._ready and not self.is_broken:
+            if not self._sent and not self._unsent:
+                raise RuntimeError(f"the small-file worker gave no result for {path!r}")
             self._pump(is_waiting=True)
-        if not self._ready:
+        result = self._ready.pop(path, None)
+        if result is None:
             return [ELSEWHERE]
-        result = self._ready.popleft()
         self._ready_bytes -= _result_bytes(result)
-        # Each result names its file: taken out of turn, it would store one file's
-        # content under another's name.
-        if result[-1] != path:
-            raise RuntimeError(f"small-file worker result for {result[-1]!r}, not {path!r}")
-        return result[:-1]
+        return result
 
     def _pump(self, *, is_waiting: bool) -> None:
-        """Take the replies that have come (waiting for one if `is_waiting`), and send
-        batches while fewer than BATCHES_AHEAD are unanswered."""
+        """Take the replies that have come (waiting for one if `is_waiting`, whatever the
+        results held), and send batches while fewer than allowed are unanswered."""
         if not self.is_ready(is_waiting=True):  # its first frame says it is
             return
         try:
-            while self._sent and self._ready_bytes < READY_BYTES:
-                if not (is_waiting and not self._ready) and not self._has_reply():
-                    break
-                self._receive()
-            while self._unsent and len(self._sent) < BATCHES_AHEAD:
+            if is_waiting and not self._sent:
                 self._send_batch()
-            if is_waiting and not self._ready and self._sent:
+            if is_waiting and self._sent:
                 self._receive()
+            while self._sent and self._ready_bytes < READY_BYTES and self._has_reply():
+                self._receive()
+            while self._unsent and len(self._sent) < self._ahead:
                 self._send_batch()
         except WorkerFailed:
             self.is_broken = True
@@ -198,8 +204,10 @@ class SmallFileWorker:
         reply = _read_frame(self._out)
         if not isinstance(reply, list) or len(reply) != self._sent.popleft():
             raise WorkerFailed("the small-file worker answered out of turn")
-        self._ready.extend(reply)
-        self._ready_bytes += sum(map(_result_bytes, reply))
+        for result in reply:
+            # Each result names its file, so none can be stored under another's name.
+            self._ready[result.pop()] = result
+            self._ready_bytes += _result_bytes(result)
 
     def _send_batch(self) -> None:
         if not self._unsent:
@@ -229,6 +237,19 @@ class SmallFileWorker:
             self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+
+
+def _grow_pipe(fd: int) -> int:
+    """Ask for PIPE_SIZE bytes of buffer in the pipe; its size now."""
+    import fcntl  # noqa: PLC0415 - only a backup that starts a worker needs it
+
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if set_size is None or get_size is None:
+        return 64 * 1024  # what Linux gives; elsewhere 16 KiB or more
+    with contextlib.suppress(OSError):  # EPERM above the system's limit
+        fcntl.fcntl(fd, set_size, PIPE_SIZE)
+    return int(fcntl.fcntl(fd, get_size))
 
 
 def _result_bytes(result: list[Any]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from crypto import id_hash
 from repo import backup, smallfiles
 from repo.backup import Archiver, BackupOptions
 from repo.repository import Repository
@@ -85,18 +86,25 @@ def _corpus(root: Path) -> dict[bytes, bytes]:
         kind = i % 30  # files 30 apart are alike
         size = sizes[kind % len(sizes)]
         data = (b"%05d " % kind * (size // 6 + 1))[:size]
-        path = root / f"d{i % 3}" / f"f{i:03d}"
+        path = root / f"d{i % 3}" / ("sub" if i % 2 else "") / f"f{i:03d}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         files[os.fsencode(path)] = data
     return files
 
 
+@pytest.mark.parametrize("later", [0, backup.TAKE_LATER_BYTES])
 def test_a_backup_through_the_worker_stores_what_the_archiver_stores(
-    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    tmp_path: Path,
+    taken: list[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    later: int,
 ) -> None:
-    """Every small file goes through the worker; the tree is the one the archiver alone
-    stores, and each blob opens to the file's bytes."""
+    """Every small file goes through the worker, its result taken before or after the
+    folders beside it; the tree is the one the archiver alone stores, and each blob
+    opens to the file's bytes."""
+    monkeypatch.setattr(backup, "TAKE_LATER_BYTES", later)
     files = _corpus(tmp_path / "src")
     snap, reporter = _run(repo, tmp_path / "src")
     assert reporter.errors == reporter.warnings == []
@@ -240,18 +248,61 @@ def test_files_the_page_cache_lacks_are_read_after_the_others(
     assert all(r[0] == smallfiles.STORED for r in results)
 
 
-def test_results_are_taken_in_turn(tmp_path: Path) -> None:
-    """A result taken for another file than the one it names is refused."""
+def test_results_are_taken_by_name_in_any_order(tmp_path: Path) -> None:
+    """Each result is its own file's, whatever order they are taken in; a file not
+    owed a result, or submitted twice, is refused."""
     paths = []
     for i in range(3):
         path = tmp_path / f"f{i}"
-        path.write_bytes(b"%d" % i)
+        path.write_bytes(b"content %d" % i)
         paths.append(os.fsencode(path))
-    worker = smallfiles.SmallFileWorker(os.urandom(32), os.urandom(32), 2)
+    id_key = os.urandom(32)
+    worker = smallfiles.SmallFileWorker(os.urandom(32), id_key, 2)
     try:
-        worker.submit(paths, [1, 1, 1])
-        assert worker.take(paths[0])[0] == smallfiles.STORED
-        with pytest.raises(RuntimeError, match="small-file worker result"):
-            worker.take(paths[2])
+        worker.submit(paths, [9, 9, 9])
+        with pytest.raises(RuntimeError, match="twice"):
+            worker.submit(paths[:1], [9])
+        for i in (2, 0, 1):
+            result = worker.take(paths[i])
+            assert result[:3] == [smallfiles.STORED, 9, os.stat(paths[i]).st_mtime_ns]
+            assert result[3] == id_hash(id_key, b"content %d" % i)
+        with pytest.raises(KeyError):
+            worker.take(paths[0])
     finally:
         worker.close()
+
+
+def test_a_folder_listed_ahead_of_its_turn_fails_in_its_turn(
+    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder after a folder of files only is listed before that one's files are
+    stored: a folder that cannot be listed is reported as before, once, and the others
+    are stored whole; no folder is left open."""
+    src = tmp_path / "src"
+    for folder in ("a", "b", "c", "d/inner"):
+        for i in range(3):
+            path = src / folder / f"f{i}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{folder} {i}".encode())
+    scandir = backup._scandir
+    listed: list[bytes] = []
+
+    taken_before: dict[bytes, int] = {}
+
+    def refusing(path: bytes) -> Any:
+        listed.append(os.path.basename(path))
+        taken_before[os.path.basename(path)] = len(taken)
+        if path.endswith(b"/b"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return scandir(path)
+
+    monkeypatch.setattr(backup, "_scandir", refusing)
+    before = len(os.listdir("/proc/self/fd"))
+    snap, reporter = _run(repo, src)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert reporter.errors == [(os.fsencode(src / "b"), os.strerror(errno.EACCES))]
+    assert listed == [b"src", b"a", b"b", b"c", b"d", b"inner"]
+    # b is listed before the files of a are taken, d before those of c.
+    assert taken_before == {b"src": 0, b"a": 0, b"b": 0, b"c": 3, b"d": 3, b"inner": 6}
+    stored = {os.path.relpath(os.fsdecode(p), src) for p in _contents(repo, snap)}
+    assert stored == {f"{d}/f{i}" for d in ("a", "c", "d/inner") for i in range(3)}
