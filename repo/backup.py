@@ -36,7 +36,9 @@ from repo.types import BlobId, BlobType
 # seconds on both stamps suggest a file system with 1 s or 2 s granularity.
 RACY_NS = 20_000_000
 RACY_COARSE_NS = 2_000_000_000
-READ_WINDOW = 16 * 1024 * 1024
+# The chunking window: twice the largest chunk. The pages a large file touched in a
+# window of 16 MiB stayed resident beside the small-file worker's, for no speed.
+READ_WINDOW = 8 * 1024 * 1024
 # A directory's entries are statted, stored and packed into tree rows this many at a
 # time: an entry waiting as Python objects holds about a kilobyte, its packed row some
 # 150 bytes, so a folder of 100,000 files costs some 15 MiB, not 100.

@@ -52,9 +52,10 @@ BATCHES_AHEAD = 16
 # of the archiver by up to this many bytes of replies, through small folders whose few
 # files the archiver takes only now and then.
 PIPE_SIZE = 1024 * 1024
-# Results received and not taken yet hold at most about this many bytes: the archiver
-# takes replies as they come while it stats the entries ahead of them.
-READY_BYTES = 4 * 1024 * 1024
+# Results received and not taken yet hold at most about this many bytes (the rest wait
+# in the pipe): the archiver takes replies as they come while it stats the entries
+# ahead of them, and its resident memory is added to the worker's.
+READY_BYTES = 1024 * 1024
 
 # What the worker says of one file: the first item of its result (the last is its path).
 # [STORED, size read, mtime_ns after, blob id or None, sealed blob or None, xattrs]
