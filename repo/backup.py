@@ -163,7 +163,7 @@ class _Entry:
     # A regular file's extended attributes are read with its content, or taken from
     # the parent with it: a file whose ctime is unchanged has the same attributes.
     is_xattrs_due: bool = False
-    # Handed to the small-file worker, whose result for it comes in turn.
+    # Handed to the small-file worker, whose result is taken by the path.
     is_sent: bool = False
 
 
