@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archiving import Reporter as _Reporter
+from archiving import run_backup as _run
 from conftest import MakeRepo
 
 from chunker import ChunkerParams
@@ -27,37 +29,9 @@ from repo.backup import (
 from repo.errors import DamagedObject, RepoError
 from repo.pattern import PatternSet
 from repo.repository import Repository
-from repo.snapshot import Snapshot
 from repo.walk import find_node, walk
 
 TINY_CHUNKS = ChunkerParams(min_size=64, avg_size=256, max_size=1024)
-
-
-class _Reporter:
-    """Keeps what the archiver reports."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[bytes, str]] = []
-        self.warnings: list[tuple[bytes, str]] = []
-
-    def file_done(self, path: bytes, size: int) -> None:
-        return None
-
-    def bytes_read(self, n: int) -> None:
-        return None
-
-    def error(self, path: bytes, message: str) -> None:
-        self.errors.append((path, message))
-
-    def warning(self, path: bytes, message: str) -> None:
-        self.warnings.append((path, message))
-
-
-def _run(repo: Repository, src: Path, **options: Any) -> tuple[Snapshot, _Reporter]:
-    opts = BackupOptions(paths=[os.fsencode(src)], hostname="h", username="u", **options)
-    reporter = _Reporter()
-    snap, _saved = Archiver(repo, opts, reporter).run()
-    return snap, reporter
 
 
 def _stored(repo: Repository, src: Path, **options: Any) -> set[str]:

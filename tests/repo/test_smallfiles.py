@@ -9,39 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archiving import run_backup
 
 from crypto import id_hash
 from repo import backup, smallfiles
-from repo.backup import Archiver, BackupOptions
+from repo.backup import Archiver
 from repo.repository import Repository
 from repo.snapshot import Snapshot
 from repo.types import BlobType
 from repo.walk import walk
-
-
-class _Reporter:
-    def __init__(self) -> None:
-        self.errors: list[tuple[bytes, str]] = []
-        self.warnings: list[tuple[bytes, str]] = []
-
-    def file_done(self, path: bytes, size: int) -> None:
-        return None
-
-    def bytes_read(self, n: int) -> None:
-        return None
-
-    def error(self, path: bytes, message: str) -> None:
-        self.errors.append((path, message))
-
-    def warning(self, path: bytes, message: str) -> None:
-        self.warnings.append((path, message))
-
-
-def _run(repo: Repository, src: Path, **options: Any) -> tuple[Snapshot, _Reporter]:
-    opts = BackupOptions(paths=[os.fsencode(src)], hostname="h", username="u", **options)
-    reporter = _Reporter()
-    snap, _saved = Archiver(repo, opts, reporter).run()
-    return snap, reporter
 
 
 @pytest.fixture
@@ -106,7 +82,7 @@ def test_a_backup_through_the_worker_stores_what_the_archiver_stores(
     opens to the file's bytes."""
     monkeypatch.setattr(backup, "TAKE_LATER_BYTES", later)
     files = _corpus(tmp_path / "src")
-    snap, reporter = _run(repo, tmp_path / "src")
+    snap, reporter = run_backup(repo, tmp_path / "src")
     assert reporter.errors == reporter.warnings == []
     small = {p for p, data in files.items() if len(data) <= smallfiles.MAX_SIZE}
     assert set(taken) == small
@@ -118,7 +94,7 @@ def test_a_backup_through_the_worker_stores_what_the_archiver_stores(
 
     taken.clear()
     monkeypatch.setattr(backup, "WORKER_FROM", 10**9)
-    alone, reporter = _run(repo, tmp_path / "src", is_force=True)
+    alone, reporter = run_backup(repo, tmp_path / "src", is_force=True)
     assert reporter.errors == reporter.warnings == []
     assert taken == []
     assert alone.tree == snap.tree
@@ -150,7 +126,7 @@ def test_the_worker_reports_what_the_archiver_reports(
         return entry
 
     monkeypatch.setattr(Archiver, "_stat_entry", changing)
-    snap, reporter = _run(repo, src)
+    snap, reporter = run_backup(repo, src)
     f2, f4, f6 = (os.fsencode(src / n) for n in ("f2", "f4", "f6"))
     assert reporter.errors == [
         (f2, os.strerror(errno.ENOENT)),
@@ -164,23 +140,49 @@ def test_the_worker_reports_what_the_archiver_reports(
     assert f2 in taken and f4 in taken
 
 
+@pytest.mark.parametrize("when", ["ready", "first reply"])
 def test_a_worker_that_dies_leaves_its_files_to_the_archiver(
-    repo: Repository, tmp_path: Path, taken: list[bytes], monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    tmp_path: Path,
+    taken: list[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
 ) -> None:
-    """Killed after its first batch, the worker is not used again, and every file is
-    stored all the same."""
+    """Killed once ready, or after its first reply (whatever it wrote before dying is
+    still read), the worker is not used again, and every file is stored all the same."""
     files = _corpus(tmp_path / "src")
+    kinds: list[int] = []
+    take = smallfiles.SmallFileWorker.take
     receive = smallfiles.SmallFileWorker._receive
+    is_ready = smallfiles.SmallFileWorker.is_ready
 
-    def killing(self: smallfiles.SmallFileWorker) -> None:
+    def taking(self: smallfiles.SmallFileWorker, path: bytes) -> list[Any]:
+        result = take(self, path)
+        kinds.append(result[0])
+        return result
+
+    def killed_when_ready(self: smallfiles.SmallFileWorker, *, is_waiting: bool = False) -> bool:
+        if is_ready(self, is_waiting=is_waiting):
+            self._proc.kill()
+            self._proc.wait()
+        return is_ready(self)
+
+    def killed_after_reply(self: smallfiles.SmallFileWorker) -> None:
         receive(self)
         self._proc.kill()
 
-    monkeypatch.setattr(smallfiles.SmallFileWorker, "_receive", killing)
-    snap, reporter = _run(repo, tmp_path / "src")
+    monkeypatch.setattr(smallfiles.SmallFileWorker, "take", taking)
+    if when == "ready":
+        monkeypatch.setattr(smallfiles.SmallFileWorker, "is_ready", killed_when_ready)
+    else:
+        monkeypatch.setattr(smallfiles.SmallFileWorker, "_receive", killed_after_reply)
+    snap, reporter = run_backup(repo, tmp_path / "src")
     assert reporter.errors == reporter.warnings == []
-    assert 0 < len(taken) < 100
     assert _contents(repo, snap) == files
+    if when == "ready":
+        assert kinds and set(kinds) == {smallfiles.ELSEWHERE}
+    else:
+        assert smallfiles.STORED in kinds
 
 
 def test_extended_attributes_come_with_the_content(
@@ -197,7 +199,7 @@ def test_extended_attributes_come_with_the_content(
     except OSError as exc:
         pytest.skip(f"this file system takes no user xattrs: {exc}")
     time.sleep(2 * backup.RACY_NS / 1e9)  # not racy against the next backup's start
-    first, reporter = _run(repo, src)
+    first, reporter = run_backup(repo, src)
     assert reporter.errors == []
     f1, f2 = os.fsencode(src / "f1"), os.fsencode(src / "f2")
     assert f1 in taken
@@ -207,7 +209,7 @@ def test_extended_attributes_come_with_the_content(
 
     os.setxattr(src / "f2", "user.note", b"two")
     taken.clear()
-    second, reporter = _run(repo, src, parent=first)
+    second, reporter = run_backup(repo, src, parent=first)
     assert reporter.errors == []
     assert taken == [f2]
     nodes = {path: node for path, node in walk(repo, second.tree, b"/")}
@@ -298,7 +300,7 @@ def test_a_folder_listed_ahead_of_its_turn_fails_in_its_turn(
 
     monkeypatch.setattr(backup, "_scandir", refusing)
     before = len(os.listdir("/proc/self/fd"))
-    snap, reporter = _run(repo, src)
+    snap, reporter = run_backup(repo, src)
     assert len(os.listdir("/proc/self/fd")) == before
     assert reporter.errors == [(os.fsencode(src / "b"), os.strerror(errno.EACCES))]
     assert listed == [b"src", b"a", b"b", b"c", b"d", b"inner"]
