@@ -84,7 +84,10 @@ def _read_frame(fd: int) -> Any:
     next frame into its buffer, where select() cannot see it.
     """
     (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
-    return msgpack.unpackb(_read_exactly(fd, length), raw=False)
+    try:
+        return msgpack.unpackb(_read_exactly(fd, length), raw=False)
+    except ValueError as exc:  # msgpack's errors for bytes that are no frame
+        raise WorkerFailed("the small-file worker answered out of turn") from exc
 
 
 def _read_exactly(fd: int, n: int) -> bytearray:
@@ -92,7 +95,10 @@ def _read_exactly(fd: int, n: int) -> bytearray:
     view = memoryview(buffer)
     done = 0
     while done < n:
-        got = os.readv(fd, [view[done:]])
+        try:
+            got = os.readv(fd, [view[done:]])
+        except OSError as exc:  # not a file's error: the pipe's
+            raise WorkerFailed(f"the small-file worker's pipe: {exc.strerror}") from exc
         if not got:
             raise WorkerFailed("the small-file worker stopped")
         done += got
@@ -106,7 +112,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class SmallFileWorker:
-    """The archiver's side: starts the worker, and stores files through it in order."""
+    """The archiver's side: starts the worker, hands it files, and gives each file's
+    result by its path."""
 
     def __init__(self, enc_key: bytes, id_key: bytes, level: int) -> None:
         # The worker imports this checkout's package, whatever the working directory
