@@ -700,3 +700,36 @@ def test_a_local_restore_reads_no_bytes_between_the_blobs_it_needs(
     local = make_repo(LocalBackend(str(tmp_path / "repo"), create=True))
     assert packread.read_gap(local) == packread.LOCAL_GAP
     assert packread.read_gap(make_repo()) == packread.MAX_GAP
+
+
+@pytest.mark.parametrize(("size", "lanes"), [(4096, 2), (restore.LARGE_FILES_FROM, 3)])
+def test_small_files_get_fewer_workers(
+    make_repo: MakeRepo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    lanes: int,
+) -> None:
+    """Files averaging under LARGE_FILES_FROM bytes are written by at most
+    SMALL_FILES_THREADS workers; larger ones by all that are asked for."""
+    backend = MemoryBackend()
+    repo = make_repo(backend, pack_size=4096)
+    src = tmp_path / "src"
+    files = {f"f{i:02d}": seeded(i).randbytes(size) for i in range(12)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    _backup(repo, src)
+    run_units = Restorer._run_units
+    used: list[int] = []
+
+    def counting(self: Restorer, ways: list[list[restore._Unit]]) -> None:
+        used.append(len(ways))
+        run_units(self, ways)
+
+    monkeypatch.setattr(Restorer, "_run_units", counting)
+    result, reporter = _restore(backend, src, tmp_path / "out", threads=3)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    assert used == [lanes]
+    assert all((tmp_path / "out" / rel).read_bytes() == data for rel, data in files.items())
