@@ -404,6 +404,8 @@ class Archiver:
         """Hand the small files among the entries that must be read (all are, if
         `is_due`) to the small-file worker, which reads them while the archiver goes on
         statting the entries after them."""
+        if not is_due and self._worker is None:
+            return  # not started yet: only files known to be due start it (_complete)
         limit = self._small_limit
         small = [
             e

@@ -176,7 +176,7 @@ def read_cached(path: bytes, size: int) -> ReadFeed | None:
     try:
         # Its type is checked after the read, by the one fstat a small file needs: what
         # is not a regular file fails the read (a FIFO, a folder) or that check.
-        fd = _open_for_reading(path)
+        fd = open_for_reading(path)
     except OSError:
         return None
     try:
@@ -273,7 +273,7 @@ class Readers:
         return feed
 
 
-def _open_for_reading(path: bytes) -> int:
+def open_for_reading(path: bytes) -> int:
     """Open path for reading, without following a symlink, blocking on a FIFO or
     touching atime."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -286,7 +286,7 @@ def _open_for_reading(path: bytes) -> int:
 
 def open_regular(path: bytes) -> int:
     """Open a regular file for reading, without following a symlink or touching atime."""
-    fd = _open_for_reading(path)
+    fd = open_for_reading(path)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "changed type while being read")

@@ -30,6 +30,7 @@ import msgpack
 
 from repo.errors import RepoError
 from repo.fsmeta import read_xattrs
+from repo.readahead import open_for_reading
 
 _LENGTH = struct.Struct("<I")
 # Files of at most this many bytes go to the worker: well under the smallest chunk, so
@@ -308,15 +309,15 @@ def _read_batch(batch: list[list[Any]], store: _Store) -> list[list[Any]]:
     waiting: list[tuple[int, int, int]] = []
     for i, (path, size) in enumerate(batch):
         try:
-            fd = _open(path)
+            fd = open_for_reading(path)
         except OSError as exc:
-            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+            results[i] = _failed(exc)
             continue
         try:
             result = _read_one(fd, size, store, wait=False)
         except OSError as exc:
             os.close(fd)
-            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+            results[i] = _failed(exc)
             continue
         if result is None:
             os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
@@ -328,22 +329,17 @@ def _read_batch(batch: list[list[Any]], store: _Store) -> list[list[Any]]:
         try:
             results[i] = _read_one(fd, size, store, wait=True) or [ELSEWHERE]
         except OSError as exc:
-            results[i] = [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+            results[i] = _failed(exc)
         finally:
             os.close(fd)
     return [[*result, path] for result, (path, _size) in zip(results, batch, strict=True)]
 
 
+def _failed(exc: OSError) -> list[Any]:
+    return [FAILED, exc.errno or errno.EIO, exc.strerror or str(exc)]
+
+
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
-_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NOATIME: int = getattr(os, "O_NOATIME", 0)
-
-
-def _open(path: bytes) -> int:
-    try:
-        return os.open(path, _FLAGS | _NOATIME)
-    except PermissionError:  # O_NOATIME is refused on files we do not own
-        return os.open(path, _FLAGS)
 
 
 def _read_one(fd: int, size: int, store: _Store, *, wait: bool) -> list[Any] | None:

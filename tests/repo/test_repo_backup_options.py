@@ -220,14 +220,14 @@ def _many_files(root: Path) -> Path:
 
 def _refuse_to_open(monkeypatch: pytest.MonkeyPatch, bad: bytes) -> None:
     """Opening `bad` for reading fails with EACCES from now on; other files open."""
-    real_open = readahead._open_for_reading
+    real_open = readahead.open_for_reading
 
     def refuse_one(path: bytes) -> int:
         if path == bad:
             raise PermissionError(13, "Permission denied")
         return real_open(path)
 
-    monkeypatch.setattr(readahead, "_open_for_reading", refuse_one)
+    monkeypatch.setattr(readahead, "open_for_reading", refuse_one)
 
 
 def test_read_concurrency_gives_the_same_tree(

@@ -313,3 +313,66 @@ def test_a_folder_listed_ahead_of_its_turn_fails_in_its_turn(
     assert taken_before == {b"src": 0, b"a": 0, b"b": 0, b"c": 3, b"d": 3, b"inner": 6}
     stored = {os.path.relpath(os.fsdecode(p), src) for p in _contents(repo, snap)}
     assert stored == {f"{d}/f{i}" for d in ("a", "c", "d/inner") for i in range(3)}
+
+
+def test_a_garbled_frame_or_a_broken_pipe_stops_the_worker() -> None:
+    """Bytes that are no msgpack value, a pipe that cannot be read, and a pipe that ends
+    are the worker's failure (WorkerFailed), never a file's error (OSError)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, smallfiles._LENGTH.pack(3) + b"\xc1\xc1\xc1")  # 0xc1: never used
+        with pytest.raises(smallfiles.WorkerFailed):
+            smallfiles._read_frame(read_end)
+        with pytest.raises(smallfiles.WorkerFailed, match="pipe"):
+            smallfiles._read_frame(write_end)  # EBADF: not open for reading
+        os.close(write_end)
+        write_end = -1
+        with pytest.raises(smallfiles.WorkerFailed, match="stopped"):
+            smallfiles._read_frame(read_end)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_a_reply_of_the_wrong_length_stops_the_worker(tmp_path: Path) -> None:
+    """A reply that does not answer the batch it should is not used: the worker is
+    broken, and its files are ELSEWHERE."""
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"%d" % i)
+        paths.append(os.fsencode(path))
+    worker = smallfiles.SmallFileWorker(os.urandom(32), os.urandom(32), 2)
+    try:
+        worker.submit(paths, [1, 1])
+        worker._sent[0] += 1  # the batch of two now expects three results
+        assert worker.take(paths[0]) == [smallfiles.ELSEWHERE]
+        assert worker.is_broken
+        assert worker.take(paths[1]) == [smallfiles.ELSEWHERE]
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_a_worker_that_cannot_start_leaves_the_files_to_the_archiver(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    """An interpreter that cannot be run is a warning; one that exits at once is never
+    ready. Either way every file is stored by the archiver."""
+    monkeypatch.setattr(backup, "WORKER_FROM", 0)
+    monkeypatch.setattr(smallfiles.sys, "executable", executable)
+    files = _corpus(tmp_path / "src")
+    taken: list[bytes] = []
+    monkeypatch.setattr(smallfiles.SmallFileWorker, "take", lambda _self, p: taken.append(p))
+    snap, reporter = run_backup(repo, tmp_path / "src")
+    assert reporter.errors == []
+    if executable == "/bin/false":
+        assert reporter.warnings == []
+    else:
+        assert [m for _p, m in reporter.warnings] == [
+            f"cannot start the small-file worker: [Errno 2] No such file or directory: "
+            f"'{executable}'"
+        ]
+    assert taken == []
+    assert _contents(repo, snap) == files
