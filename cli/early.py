@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers know the name
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from crypto import argon2
 
 # The global options that take a value, as cli/options.py declares them (a test keeps
@@ -45,7 +47,40 @@ def main() -> None:
         start_key_derivation(sys.argv[1:], os.environ)
     from cli.main import main as run  # noqa: PLC0415 - imported while Argon2id runs
 
-    run()
+    try:
+        run()
+    except SystemExit as exc:
+        leave(exc.code)
+    leave(0)
+
+
+def leave(code: object) -> NoReturn:
+    """Exit with `code` as SystemExit would, but without the interpreter's teardown.
+
+    Freeing every module and object at exit took 20-30 ms of a 0.23 s `dump` and of a
+    0.33 s no-change backup, and nothing in it is needed once the command has returned: its
+    files and connections are closed by then. So the atexit callbacks run (a remote
+    backend's server is stopped there), the standard streams are flushed, and the
+    process ends. When a thread that is not a daemon still runs, or flushing fails
+    (a closed pipe), the normal exit takes over and behaves as it always did.
+    """
+    import atexit  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if code is None:
+        code = 0
+    main = threading.main_thread()
+    waiting = any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
+    if not isinstance(code, int) or waiting:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None and not stream.closed:
+                stream.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code & 0xFF)
 
 
 def start_key_derivation(args: list[str], environ: Mapping[str, str]) -> bool:

@@ -140,7 +140,7 @@ def test_out_of_limit_parameters_are_not_run(repo_path: str, derived_in: list[st
 
 
 PROBE = """
-import json, sys, threading
+import atexit, json, sys, threading
 from crypto import argon2
 from repo.allocator import use_one_arena
 
@@ -154,14 +154,9 @@ def recording(inputs):
 
 argon2.argon2id = recording
 sys.argv = ["hutch", *{argv!r}]
+atexit.register(lambda: print(json.dumps({{"seen": seen}}), file=sys.stderr))
 from cli.early import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print(json.dumps({{"code": code, "seen": seen}}), file=sys.stderr)
+main()
 """
 
 
@@ -182,7 +177,8 @@ def test_the_entry_point_derives_before_importing_click(repo_path: str) -> None:
     script = PROBE.format(argv=["-r", repo_path, "snapshots", "--json"])
     done = _python(script)
     report = json.loads(done.stderr.strip().splitlines()[-1])
-    assert report == {"code": 0, "seen": [["argon2id", False, True]]}
+    assert done.returncode == 0, done.stderr
+    assert report == {"seen": [["argon2id", False, True]]}
     assert json.loads(done.stdout) == []
 
 
@@ -199,3 +195,50 @@ def test_a_key_file_that_is_not_msgpack_leaves_the_error_to_the_command(
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("error:") == 1 and "damaged" in done.stderr
+
+
+LEAVE = """
+import atexit, os, sys, threading, time
+from cli.early import leave
+
+class Finalized:
+    def __del__(self):
+        os.write(2, b"finalized")
+
+kept = Finalized()  # freed only by the interpreter's teardown
+atexit.register(lambda: os.write(2, b"atexit ran;"))
+sys.stdout.write("buffered output")  # still in the buffer when leave() is called
+{before}
+leave({code!r})
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (True, 1)])
+def test_leave_skips_the_teardown(code: object, status: int) -> None:
+    """The entry point ends without the interpreter's teardown (no finalizer runs then),
+    yet with atexit callbacks run and the buffered output flushed."""
+    done = _python(LEAVE.format(before="", code=code))
+    assert (done.returncode, done.stdout, done.stderr) == (status, "buffered output", "atexit ran;")
+
+
+@pytest.mark.parametrize(
+    ("before", "code", "status", "tail"),
+    [
+        # A thread that is not a daemon is waited for, as by a normal exit.
+        (
+            "threading.Thread(target=lambda: (time.sleep(0.3), print(' late'))).start()",
+            0,
+            0,
+            " late\n",
+        ),
+        # A message as the code: printed and status 1, as SystemExit does.
+        ("", "why", 1, ""),
+    ],
+)
+def test_leave_falls_back_to_a_normal_exit(
+    before: str, code: object, status: int, tail: str
+) -> None:
+    done = _python(LEAVE.format(before=before, code=code))
+    assert done.returncode == status
+    assert done.stdout == "buffered output" + tail
+    assert "finalized" in done.stderr
