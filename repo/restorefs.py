@@ -48,10 +48,17 @@ class Dirs:
         """Close the least recently used unpinned descriptors down to OPEN_DIRS, never
         `keep`, the one just asked for."""
         extra = len(self._fds) - OPEN_DIRS
-        if extra > 0:
-            idle = [r for r in self._fds if r not in self._pins and r != keep]
-            for rel in idle[:extra]:
-                os.close(self._fds.pop(rel))
+        if extra <= 0:
+            return
+        # Oldest first, and the oldest are seldom pinned: a look at a few, not at all.
+        idle: list[tuple[bytes, ...]] = []
+        for rel in self._fds:
+            if rel not in self._pins and rel != keep:
+                idle.append(rel)
+                if len(idle) == extra:
+                    break
+        for rel in idle:
+            os.close(self._fds.pop(rel))
 
     def pin(self, rel: tuple[bytes, ...]) -> int:
         """The folder's descriptor, kept open until as many unpin() calls."""
@@ -125,10 +132,12 @@ def remove_entry(parent: int, name: bytes) -> None:
     os.rmdir(name, dir_fd=parent)
 
 
-def make_special(parent: int, name: bytes, node: Node) -> None:
-    """Create a symlink, FIFO or device node in place of whatever is there."""
+def make_special(parent: int, name: bytes, node: Node, *, is_new: bool = False) -> None:
+    """Create a symlink, FIFO or device node in place of whatever is there (nothing,
+    when the caller knows it is new: its folder was just made)."""
     try:
-        os.unlink(name, dir_fd=parent)
+        if not is_new:
+            os.unlink(name, dir_fd=parent)
     except FileNotFoundError:
         pass
     except IsADirectoryError as exc:

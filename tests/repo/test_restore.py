@@ -5,8 +5,10 @@ the worker pool's bookkeeping, and dump's read-ahead."""
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -733,3 +735,109 @@ def test_small_files_get_fewer_workers(
     assert result.files == len(files)
     assert used == [lanes]
     assert all((tmp_path / "out" / rel).read_bytes() == data for rel, data in files.items())
+
+
+def _links_source(make_repo: MakeRepo, tmp_path: Path) -> tuple[MemoryBackend, Path]:
+    """Forty folders a<i>/b, each holding three symlinks and a FIFO, backed up."""
+    backend = MemoryBackend()
+    repo = make_repo(backend)
+    src = tmp_path / "src"
+    for i in range(40):
+        folder = src / f"a{i:02d}" / "b"
+        folder.mkdir(parents=True)
+        for j in range(3):
+            os.symlink(f"../target-{i}-{j}", folder / f"link{j}")
+        os.mkfifo(folder / "fifo")
+    for path in sorted(src.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        os.utime(path, ns=(OLD_NS, OLD_NS), follow_symlinks=False)
+    _backup(repo, src)
+    return backend, src
+
+
+def test_folders_and_special_files_are_made_in_slices_on_the_workers(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders of a level and special files are spread over the workers SPREAD_SLICE at
+    a time, so that no more than a slice's parent folders are held open at once."""
+    backend, src = _links_source(make_repo, tmp_path)
+    monkeypatch.setattr(restore, "SPREAD_SLICE", 5)
+    monkeypatch.setattr(restore, "MKDIRS_PER_THREAD", 1)
+    pin, unpin = Dirs.pin, Dirs.unpin
+    most_pinned = 0
+
+    def counting_pin(self: Dirs, rel: tuple[bytes, ...]) -> int:
+        nonlocal most_pinned
+        fd = pin(self, rel)
+        most_pinned = max(most_pinned, len(self._pins))
+        return fd
+
+    makers: set[str] = set()
+    make_special = restorefs.make_special
+
+    def recording(parent: int, name: bytes, node: Node, *, is_new: bool = False) -> None:
+        makers.add(threading.current_thread().name)
+        make_special(parent, name, node, is_new=is_new)
+
+    monkeypatch.setattr(Dirs, "pin", counting_pin)
+    monkeypatch.setattr(Dirs, "unpin", unpin)
+    monkeypatch.setattr(restore, "make_special", recording)
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=3)
+    assert reporter.errors == []
+    assert result.files == 40 * 4
+    assert 1 < most_pinned <= 5
+    assert "MainThread" in makers and len(makers) > 1  # a thread per part of a slice
+    for i in range(40):
+        folder = target / f"a{i:02d}" / "b"
+        for j in range(3):
+            assert os.readlink(folder / f"link{j}") == f"../target-{i}-{j}"
+            assert os.lstat(folder / f"link{j}").st_mtime_ns == OLD_NS
+        assert stat.S_ISFIFO(os.lstat(folder / "fifo").st_mode)
+
+
+def test_special_files_in_fresh_folders_are_not_removed_first(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder this restore made is empty: its symlinks are made without an unlink
+    each; one in the way in an existing target is still replaced."""
+    backend, src = _links_source(make_repo, tmp_path)
+    unlinked: list[bytes] = []
+    unlink = os.unlink
+
+    def recording(path: bytes, *, dir_fd: int | None = None) -> None:
+        unlinked.append(path)
+        unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(restorefs.os, "unlink", recording)
+    target = tmp_path / "out"
+    _result, reporter = _restore(backend, src, target)
+    assert reporter.errors == [] and unlinked == []
+    in_the_way = target / "a00" / "b" / "link0"
+    in_the_way.unlink()
+    in_the_way.write_bytes(b"not a link")
+    _result, reporter = _restore(backend, src, target)
+    assert reporter.errors == []
+    assert os.readlink(in_the_way) == "../target-0-0"
+    assert b"link0" in unlinked
+
+
+def test_a_restore_holds_off_the_cycle_collector(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cycle collector is off while files are written, and on again after."""
+    seen: list[bool] = []
+    apply = restore.apply_fd_metadata
+
+    def recording(fd: int, node: Node) -> None:
+        seen.append(gc.isenabled())
+        apply(fd, node)
+
+    monkeypatch.setattr(restore, "apply_fd_metadata", recording)
+    backend, src, _files = source
+    assert gc.isenabled()
+    _result, reporter = _restore(backend, src, tmp_path / "out")
+    assert reporter.errors == []
+    assert seen and not any(seen)
+    assert gc.isenabled()
