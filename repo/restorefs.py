@@ -134,7 +134,7 @@ def remove_entry(parent: int, name: bytes) -> None:
 
 def make_special(parent: int, name: bytes, node: Node, *, is_new: bool = False) -> None:
     """Create a symlink, FIFO or device node in place of whatever is there (nothing,
-    when the caller knows it is new: its folder was just made)."""
+    when the caller says it is new: decided create, as in a folder just made)."""
     try:
         if not is_new:
             os.unlink(name, dir_fd=parent)
