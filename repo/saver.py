@@ -98,15 +98,7 @@ class PackSaver:
     def add(self, btype: BlobType, blob_id: BlobId, data: bytes) -> None:
         """Queue a new blob; its pack is written later (see flush)."""
         if len(data) < INLINE_MAX:
-            try:
-                self._pack_blobs([(btype, blob_id, data)])
-            except BaseException:
-                # An interrupt (KeyboardInterrupt is raised on this thread) can stop an
-                # append half done: the open packs are dropped, not finished, by flush.
-                self._is_torn = True
-                raise
-            if self._finished:
-                self._start_stores()
+            self._here(lambda: self._pack_blobs([(btype, blob_id, data)]))
             return
         self._batch.append((btype, blob_id, data))
         self._batch_bytes += len(data)
@@ -130,10 +122,17 @@ class PackSaver:
     def add_sealed(self, btype: BlobType, blob_id: BlobId, sealed: bytes, size: int) -> None:
         """Append a blob compressed and sealed already (by the small-file worker) of
         `size` plaintext bytes to its open pack."""
+        self._here(lambda: self._append([(btype, blob_id, sealed, size)]))
+
+    def _here(self, append: Callable[[], None]) -> None:
+        """Run an append to the open packs on the caller's thread, then store the packs
+        it finished."""
         try:
-            self._append([(btype, blob_id, sealed, size)])
+            append()
         except BaseException:
-            self._is_torn = True  # as in add(): an interrupt may stop an append half done
+            # An interrupt (KeyboardInterrupt is raised on this thread) can stop an
+            # append half done: the open packs are dropped, not finished, by flush.
+            self._is_torn = True
             raise
         if self._finished:
             self._start_stores()

@@ -242,3 +242,21 @@ def test_leave_falls_back_to_a_normal_exit(
     assert done.returncode == status
     assert done.stdout == "buffered output" + tail
     assert "finalized" in done.stderr
+
+
+def test_leave_falls_back_when_the_output_cannot_be_flushed() -> None:
+    """With stdout a pipe nobody reads, the failed flush hands over to the normal exit:
+    no traceback from leave(), and Python's own status for output it could not write."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEAVE.format(before="", code=0)],
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child writes: its flush meets a closed pipe
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
+    assert proc.wait() == 120, stderr
+    assert "Traceback" not in stderr
+    assert "finalized" in stderr  # the interpreter's teardown ran

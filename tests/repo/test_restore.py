@@ -841,3 +841,18 @@ def test_a_restore_holds_off_the_cycle_collector(
     assert reporter.errors == []
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+def test_special_files_below_a_folder_that_could_not_be_made_fail_alone(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A symlink or FIFO whose folder could not be made is an error for it alone."""
+    backend, src = _links_source(make_repo, tmp_path)
+    target = tmp_path / "out"
+    _write(target / "a03" / "b", b"a file, not a folder")
+    result, reporter = _restore(backend, src, target, overwrite="never", threads=3)
+    failed = {path for path, _message in reporter.errors}
+    below = {f"a03/b/{name}" for name in ("link0", "link1", "link2", "fifo")}
+    assert failed == {"a03/b", *below}
+    assert result.files == 39 * 4
+    assert os.readlink(target / "a04" / "b" / "link2") == "../target-4-2"
