@@ -69,7 +69,9 @@ def run_restore(
             progress = Progress(is_shown=g.shows_progress, verb="restored")
             try:
                 reporter = _Reporter(progress, g, opts.is_dry_run)
-                if not isinstance(repo.backend, LocalBackend):
+                if isinstance(repo.backend, LocalBackend):
+                    opts.processes = True
+                else:
                     opts.threads = g.connections
                 result = Restorer(repo, root, split_path(sub_path), opts, reporter).run()
             finally:

@@ -1,10 +1,12 @@
 """Restore: plan from the tree, decide per entry against the target, then write file
-contents on a few worker threads, each taking its own stretch of pack ranges in turn:
-it reads a range once, opens the blobs one at a time and pwrites each into every file
+contents on a few workers, each taking its own stretch of pack ranges in turn: it
+reads a range once, opens the blobs one at a time and pwrites each into every file
 that holds it, creating the files it owns and giving them their metadata as they
-complete. File creation is mostly kernel time, so it runs on every core; folders are
-made level by level the same way, and special files after the last batch. Hard links
-are made on this thread, which owns the folder descriptors and the reporter."""
+complete. File creation is mostly kernel time, so it runs on every core: on worker
+processes for a local repository (repo/forked.py), which write a batch while this
+process plans the next, else on threads. Folders are made level by level on threads
+the same way, and special files after the last batch. Hard links are made on this
+thread, which owns the folder descriptors and the reporter."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from repo.errors import RepoError
+from repo.forked import Forked, can_fork
 from repo.packread import (
     PLAIN_BUDGET,
     Budget,
@@ -67,6 +70,11 @@ UNIT_FILES = 32
 # Folders of one level, or special files, made on one thread at least (fewer: not
 # worth a thread).
 MKDIRS_PER_THREAD = 8
+# Units a worker process is given ahead, so that it never waits for the next: the
+# thread serving it may wait for the interpreter's lock while the main thread plans
+# the next batch (up to sys.getswitchinterval(), 5 ms, longer than a unit of small
+# files takes).
+ORDERS_AHEAD = 4
 # Folders or special files made at a time, their parent folders' descriptors held open.
 SPREAD_SLICE = 1024
 # A restore plans and writes the tree this many files, or chunks, at a time: a planned
@@ -124,6 +132,9 @@ class RestoreOptions:
     # cache once written: docs/design.md, "Page cache"); a third fills those waits.
     # Batches of small files get fewer (SMALL_FILES_THREADS).
     threads: int = 3
+    # Write files on forked worker processes rather than threads (repo/forked.py): for
+    # a repository whose reads need no connection a child could not share.
+    processes: bool = False
 
 
 @dataclass(slots=True)
@@ -150,6 +161,7 @@ class _Unit:
     run: Run | None
     lone: list[int]
     parents: Parents = field(default_factory=dict)
+    number: int = 0  # its place in the batch, by which a worker process is given it
 
 
 @dataclass(slots=True)
@@ -159,6 +171,22 @@ class _Outcome:
     files: int = 0
     written: int = 0
     errors: list[tuple[tuple[bytes, ...], str]] = field(default_factory=list)
+    # From a worker process, what the parent's copy of the plan must learn: files that
+    # failed (and why, reported by the parent once), and damage met in files.
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    damage: list[tuple[int, tuple[int, int, str]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Writing:
+    """A batch that worker processes are writing (Restorer._start_processes): the
+    outcomes of its units, then a None as each serving thread ends."""
+
+    done: queue.SimpleQueue[tuple[_Unit, _Outcome | BaseException] | None] = field(
+        default_factory=queue.SimpleQueue
+    )
+    stop: threading.Event = field(default_factory=threading.Event)  # take no more units
+    threads: list[threading.Thread] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -197,7 +225,8 @@ class Restorer:
         self.excludes = PatternSet(opts.excludes)
         self.result = RestoreResult()
         self.dirs: list[tuple[tuple[bytes, ...], Node]] = []
-        self.files: list[_File] = []
+        self.files: list[_File] = []  # the batch being restored
+        self._planned: list[_File] = []  # the next batch, while it is planned
         self.links: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = []
         self.others: list[tuple[tuple[bytes, ...], Node]] = []
         self._inodes: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -214,6 +243,7 @@ class Restorer:
         self._uncached = RWF_DONTCACHE  # 0 once the system refuses it
         self._costs = threading.local()  # each worker's cached-write cost, ns per KiB
         self._budget = Budget(PLAIN_BUDGET)
+        self._forked = False  # True in a worker process (_run_forked)
 
     def _error(self, rel: tuple[bytes, ...], message: str) -> None:
         self.result.errors += 1
@@ -272,7 +302,7 @@ class Restorer:
                 continue
             else:
                 self._plan_leaf(child, node)
-                if len(self.files) >= BATCH_FILES or self._planned_chunks >= BATCH_CHUNKS:
+                if len(self._planned) >= BATCH_FILES or self._planned_chunks >= BATCH_CHUNKS:
                     taken = True
                     yield
             taken = True
@@ -288,7 +318,7 @@ class Restorer:
             self._inodes[key] = rel
         if node.type == "file":
             item = self._plan_file(rel, node)
-            self.files.append(item)
+            self._planned.append(item)
             self._planned_chunks += len(item.blobs)
         elif node.type != "socket":  # a socket belongs to a process; restic skips them too
             self.others.append((rel, node))
@@ -379,8 +409,8 @@ class Restorer:
         root_fd = _open_target(self.opts.target)
         if root_fd is None:  # a dry run into a folder that does not exist yet
             for _ in batches:
+                self._take_batch()
                 self._report_all_new()
-                self._next_batch()
             return self.result
         self._dirs = Dirs(root_fd)
         try:
@@ -398,27 +428,48 @@ class Restorer:
     def _run_phases(self, batches: Iterator[None]) -> None:
         if self.opts.is_dry_run:
             for _ in batches:
+                self._take_batch()
                 self._decide_files()
-                self._next_batch()
             self._delete_extras()
             return
-        for _ in batches:
-            self._make_dirs()
-            self._decide_files()
-            self._write_files()
-            if self.opts.is_verify:
-                self._verify()
-            self._next_batch()
+        writing = None
+        try:
+            # Worker processes write a batch while this thread plans the next one: the
+            # batch is taken only once they are done with the one before.
+            for _ in batches:
+                if writing is not None:
+                    self._end_writing(writing)
+                    self._after_writing()
+                self._take_batch()
+                self._make_dirs()
+                self._decide_files()
+                writing = self._write_files()
+                if writing is None:
+                    self._after_writing()
+            if writing is not None:
+                self._end_writing(writing)
+                self._after_writing()
+        except BaseException:
+            if writing is not None:  # stopped by an error: let the workers end first
+                writing.stop.set()
+                for thread in writing.threads:
+                    thread.join()
+            raise
         self._make_links_and_others()
         if self.opts.is_delete:
             self._delete_extras()
         self._dir_metadata()
 
-    def _next_batch(self) -> None:
-        """Forget the files of the batch just restored (their folders stay)."""
-        self.files = []
+    def _take_batch(self) -> None:
+        """Make the files just planned the batch to restore, forgetting the last one
+        (its folders stay)."""
+        self.files, self._planned = self._planned, []
         self._targets = {}
         self._planned_chunks = 0
+
+    def _after_writing(self) -> None:
+        if self.opts.is_verify:
+            self._verify()
 
     def _report_all_new(self) -> None:
         for item in self.files:
@@ -497,9 +548,11 @@ class Restorer:
 
     # -- writing file contents -------------------------------------------------------
 
-    def _write_files(self) -> None:
+    def _write_files(self) -> _Writing | None:
         """Plan the pack ranges to read, then run them on the workers (see the module
-        doc). Files with nothing to fetch (empty ones) are handed out by folder."""
+        doc). Files with nothing to fetch (empty ones) are handed out by folder. Worker
+        processes are left running (what they are writing is returned), threads are
+        waited for."""
         by_pack: dict[bytes, dict[BlobId, BlobLocation | None]] = {}
         lone: list[int] = []
         for index, item in enumerate(self.files):
@@ -536,7 +589,11 @@ class Restorer:
             for i in range(0, len(batch), LONE_BATCH)
         ]
         units += [_Unit(run, []) for run in work]
-        self._run_units(self._lanes(units))
+        lanes = self._lanes(units)
+        writing = self._start_processes(lanes)
+        if writing is None:
+            self._run_units(lanes)
+        return writing
 
     def _split(self, run: Run) -> Iterator[Run]:
         """A pack range cut into ranges of at most UNIT_FILES chunk writes: a range of
@@ -665,6 +722,105 @@ class Restorer:
             for worker in workers:
                 worker.join()
 
+    def _start_processes(self, lanes: list[list[_Unit]]) -> _Writing | None:
+        """With opts.processes and more than one lane: fork a worker process per lane
+        (repo/forked.py) and return while they run, so that the next batch is planned
+        meanwhile. Each is served by a thread of this process that gives it its lane's
+        units one at a time, then helps with another lane, as _run_units does. None when
+        threads are to do it (one lane, or no process to be had)."""
+        if not (self.opts.processes and len(lanes) > 1 and can_fork()):
+            return None
+        units = [unit for lane in lanes for unit in lane]
+        for number, unit in enumerate(units):
+            unit.number = number
+        run = functools.partial(self._run_forked, units)
+        forks: list[Forked] = []
+        try:
+            for _ in lanes:
+                forks.append(Forked(run))
+        except OSError:  # a limit on processes, or on memory
+            for child in forks:
+                child.close()
+            return None
+        writing = _Writing()
+        waiting = [collections.deque(lane) for lane in lanes]
+
+        def serve(lane: int) -> None:
+            child = forks[lane]
+            sent: collections.deque[_Unit] = collections.deque()
+            try:
+                while True:
+                    while len(sent) < ORDERS_AHEAD and not writing.stop.is_set():
+                        unit = _next_unit(waiting, lane)
+                        if unit is None:
+                            break
+                        child.send(unit.number)
+                        sent.append(unit)
+                    if not sent:
+                        break
+                    unit = sent.popleft()
+                    try:
+                        outcome: _Outcome | BaseException = _outcome(child, unit)
+                    except BaseException as exc:  # raised again by _end_writing
+                        outcome = exc
+                        writing.stop.set()
+                    writing.done.put((unit, outcome))
+            except BaseException as exc:  # a child that takes no orders: its end
+                writing.stop.set()
+                writing.done.put((sent[0] if sent else _Unit(None, []), exc))
+            finally:
+                child.close()
+                writing.done.put(None)
+
+        writing.threads = [
+            threading.Thread(target=serve, args=(lane,), name=f"restore-{lane}", daemon=True)
+            for lane in range(len(forks))
+        ]
+        for thread in writing.threads:
+            thread.start()
+        return writing
+
+    def _end_writing(self, writing: _Writing) -> None:
+        """Collect what the worker processes did as they finish, then finish the files
+        that several of them wrote."""
+        ended = 0
+        try:
+            while ended < len(writing.threads):
+                got = writing.done.get()
+                if got is None:
+                    ended += 1
+                else:
+                    self._collect(*got)
+        finally:
+            writing.stop.set()
+            for thread in writing.threads:
+                thread.join()
+        self._finish_shared()
+
+    def _run_forked(self, units: list[_Unit], number: int) -> _Outcome:
+        """Run a unit in a worker process, on its own copy of the plan."""
+        self._forked = True
+        unit = units[number]
+        self._pin_parents(unit)
+        try:
+            return self._run_unit(unit)
+        finally:
+            for parent, fd in unit.parents.items():
+                if isinstance(fd, int):
+                    self._dirs.unpin(parent)
+
+    def _finish_shared(self) -> None:
+        """After worker processes: finish each file that several units wrote, none of
+        which could know it had the last chunk (their counts are in their own copies)."""
+        for index, item in enumerate(self.files):
+            if item.shared and item.remaining > 0:
+                item.remaining = -1
+                unit = _Unit(None, [index])
+                self._pin_parents(unit)
+                out = _Outcome()
+                self._finish(index, unit, {}, out)
+                self._collect(unit, out)
+
     def _pin_parents(self, unit: _Unit) -> None:
         indexes = list(unit.lone)
         if unit.run is not None:
@@ -684,6 +840,14 @@ class Restorer:
         for parent, fd in unit.parents.items():
             if isinstance(fd, int):
                 self._dirs.unpin(parent)
+        for index, message in outcome.failed:
+            item = self.files[index]
+            if not item.failed:  # a shared file may have failed in several workers
+                item.failed = True
+                item.remaining = -1
+                self._error(item.rel, message)
+        for index, damage in outcome.damage:
+            self.files[index].damaged.append(damage)
         self.result.files += outcome.files
         self.result.bytes += outcome.written
         if outcome.written:
@@ -735,6 +899,11 @@ class Restorer:
                 return
             out.written += len(data)
             item.end = max(item.end, offset + len(data))
+        if self._forked:
+            if damage is not None:
+                out.damage.append((index, damage))
+            if item.shared:
+                return  # finished by the parent once every unit has run
         if self._count_down(item, damage):
             self._finish(index, unit, fds, out)
 
@@ -788,7 +957,13 @@ class Restorer:
         if index in fds:
             os.close(fds.pop(index))
         if first:
-            out.errors.append((item.rel, exc.strerror or str(exc)))
+            self._failed(index, exc.strerror or str(exc), out)
+
+    def _failed(self, index: int, message: str, out: _Outcome) -> None:
+        if self._forked:
+            out.failed.append((index, message))  # for the parent's copy of the plan
+        else:
+            out.errors.append((self.files[index].rel, message))
 
     def _finish(self, index: int, unit: _Unit, fds: dict[int, int], out: _Outcome) -> None:
         """All chunks are written: set the size, then the metadata unless it is damaged."""
@@ -802,7 +977,7 @@ class Restorer:
                 out.files += 1
         except OSError as exc:
             item.failed = True
-            out.errors.append((item.rel, exc.strerror or str(exc)))
+            self._failed(index, exc.strerror or str(exc), out)
         finally:
             if index in fds:
                 os.close(fds.pop(index))
@@ -977,6 +1152,27 @@ def _in_parallel(parts: list[list[_T]], work: Callable[[_T], _R]) -> list[_R]:
     if failures:
         raise failures[0]
     return [result for part in results for result in part]
+
+
+def _next_unit(waiting: list[collections.deque[_Unit]], lane: int) -> _Unit | None:
+    """A lane's next unit, or once it is done the far end of the longest lane left (its
+    own thread takes from the near end): None when all are done. The serving threads
+    take from the lanes without a lock, so a lane may empty under a thread's hand."""
+    while True:
+        with contextlib.suppress(IndexError):
+            return waiting[lane].popleft()
+        longest = max(waiting, key=len)
+        if not longest:
+            return None
+        with contextlib.suppress(IndexError):
+            return longest.pop()
+
+
+def _outcome(child: Forked, unit: _Unit) -> _Outcome:
+    got = child.receive()
+    if not isinstance(got, _Outcome):
+        raise TypeError(f"a worker process answered {type(got).__name__}")
+    return got
 
 
 def _tick(item: _File, damage: tuple[int, int, str] | None) -> bool:

@@ -10,7 +10,7 @@ import io
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from repo.backend.local import LocalBackend
 from repo.backend.memory import MemoryBackend
 from repo.backup import Archiver, BackupOptions, QuietReporter
 from repo.dump import dump_file, file_chunks
-from repo.errors import DamagedObject
+from repo.errors import DamagedObject, RepoError
 from repo.pattern import split_path
 from repo.repository import Repository
 from repo.restore import RestoreOptions, Restorer, RestoreResult
@@ -143,6 +143,17 @@ def threads(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
 
+@pytest.fixture(params=["one thread", "threads", "processes"])
+def workers(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Restore options for one worker thread, several, and worker processes."""
+    options: dict[str, dict[str, object]] = {
+        "one thread": {"threads": 1},
+        "threads": {"threads": 3},
+        "processes": {"threads": 3, "processes": True},
+    }
+    return options[request.param]
+
+
 # -- contents and metadata -----------------------------------------------------------
 
 
@@ -158,12 +169,14 @@ def _restore_exactly(
 
 
 def test_restore_is_exact(
-    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    workers: dict[str, object],
 ) -> None:
     """Every file comes back byte for byte with its mtime and mode; folders too."""
     backend, src, files = source
     target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=threads)
+    result, reporter = _restore(backend, src, target, **workers)
     assert reporter.errors == []
     assert result.errors == 0
     assert result.files == len(files)
@@ -242,6 +255,7 @@ def test_refused_uncached_writes_fall_back_to_cached(
     assert calls.flags.count(1 << 30) == len(calls.refused) <= threads
 
 
+@pytest.mark.parametrize("processes", [False, True])
 @pytest.mark.parametrize(("batch_files", "batch_chunks"), [(1, 1000), (3, 1000), (1000, 5)])
 def test_restore_in_batches_is_exact(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
@@ -249,6 +263,7 @@ def test_restore_in_batches_is_exact(
     monkeypatch: pytest.MonkeyPatch,
     batch_files: int,
     batch_chunks: int,
+    processes: bool,
 ) -> None:
     """However small the batches, by files or by chunks, the restore is the same: every
     file exact, folders with their metadata, and no batch ever holds more planned files
@@ -258,14 +273,14 @@ def test_restore_in_batches_is_exact(
     held: list[int] = []
     real = Restorer._write_files
 
-    def counting(self: Restorer) -> None:
+    def counting(self: Restorer) -> restore._Writing | None:
         held.append(len(self.files))
-        real(self)
+        return real(self)
 
     monkeypatch.setattr(Restorer, "_write_files", counting)
     backend, src, files = source
     target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=2)
+    result, reporter = _restore(backend, src, target, threads=2, processes=processes)
     assert reporter.errors == []
     assert result.files == len(files)
     _assert_restored(target, files)
@@ -304,7 +319,7 @@ def test_hard_links_and_delete_across_batches(
 def test_a_file_spanning_many_pack_ranges(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
     tmp_path: Path,
-    threads: int,
+    workers: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With tiny range reads, one file is written by many workers' ranges; it still
@@ -312,7 +327,7 @@ def test_a_file_spanning_many_pack_ranges(
     monkeypatch.setattr(packread, "MAX_READ", 2048)
     backend, src, files = source
     target = tmp_path / "out"
-    _result, reporter = _restore(backend, src, target, threads=threads)
+    _result, reporter = _restore(backend, src, target, **workers)
     assert reporter.errors == []
     _assert_restored(target, files)
     big_reads = {r for r in backend.data_reads if r[2] is not None and r[2] <= 2048}
@@ -451,11 +466,11 @@ def test_a_fresh_target_is_not_looked_at_entry_by_entry(
 def test_a_failed_write_is_an_error_for_that_file_only(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
     tmp_path: Path,
-    threads: int,
+    workers: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A write that fails (a full disk) is reported once for its file, which gets no
-    metadata; the other files are restored."""
+    metadata, though several workers failed to write it; the other files are restored."""
     real_pwrite = os.pwrite
 
     def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
@@ -467,7 +482,7 @@ def test_a_failed_write_is_an_error_for_that_file_only(
     monkeypatch.setattr(packread, "MAX_READ", 2048)
     backend, src, files = source
     target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=threads)
+    result, reporter = _restore(backend, src, target, **workers)
     assert reporter.errors == [("big.bin", "No space left on device")]
     assert result.errors == 1
     assert (target / "big.bin").stat().st_mtime_ns != OLD_NS
@@ -598,7 +613,7 @@ def _damage_pack_of(backend: MemoryBackend, src: Path, rel: str, nth: int) -> tu
 def test_damaged_chunk_is_reported_and_the_rest_restored(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
     tmp_path: Path,
-    threads: int,
+    workers: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A chunk that fails authentication is named with its byte range; its file gets no
@@ -607,7 +622,7 @@ def test_damaged_chunk_is_reported_and_the_rest_restored(
     backend, src, files = source
     start, end = _damage_pack_of(backend, src, "big.bin", 5)
     target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, threads=threads)
+    result, reporter = _restore(backend, src, target, is_verify=True, **workers)
     ((path, message),) = reporter.errors
     assert path == "big.bin"
     assert message.startswith(f"damaged bytes {start}-{end}: ")
@@ -856,3 +871,140 @@ def test_special_files_below_a_folder_that_could_not_be_made_fail_alone(
     assert failed == {"a03/b", *below}
     assert result.files == 39 * 4
     assert os.readlink(target / "a04" / "b" / "link2") == "../target-4-2"
+
+
+# -- worker processes ----------------------------------------------------------------
+
+
+def test_worker_processes_write_the_files(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With processes, files are written and finished in forked children, two of them
+    at least; only a file that several units wrote is finished by the restoring process,
+    once they are all done."""
+    monkeypatch.setattr(packread, "MAX_READ", 2048)  # big.bin: many units
+    log = tmp_path / "finished"
+    real_apply = restore.apply_fd_metadata
+
+    def apply(fd: int, node: Node) -> None:
+        if node.type == "file":
+            with log.open("a") as out:  # appends from every process
+                out.write(f"{os.getpid()} {node.name.decode()}\n")
+        real_apply(fd, node)
+
+    shared: list[str] = []
+    real_finish_shared = Restorer._finish_shared
+
+    def finish_shared(self: Restorer) -> None:
+        shared.extend(item.rel[-1].decode() for item in self.files if item.shared)
+        real_finish_shared(self)
+
+    monkeypatch.setattr(restore, "apply_fd_metadata", apply)
+    monkeypatch.setattr(Restorer, "_finish_shared", finish_shared)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, threads=3, processes=True)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+    finished = [line.split() for line in log.read_text().splitlines()]
+    assert len(finished) == len(files)
+    ours = [name for pid, name in finished if int(pid) == os.getpid()]
+    assert "big.bin" in shared
+    assert sorted(ours) == sorted(shared)
+    assert len({pid for pid, _name in finished} - {str(os.getpid())}) >= 2
+
+
+def test_the_next_batch_is_planned_while_processes_write(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restoring process plans a batch while the worker processes write the one
+    before: when it waits for them, the next batch is planned already."""
+    monkeypatch.setattr(restore, "BATCH_FILES", 4)
+    real_end = Restorer._end_writing
+    planned: list[int] = []
+
+    def end(self: Restorer, writing: restore._Writing) -> None:
+        planned.append(len(self._planned))
+        real_end(self, writing)
+
+    monkeypatch.setattr(Restorer, "_end_writing", end)
+    _restore_exactly_with(source, tmp_path / "out", threads=2, processes=True)
+    assert len(planned) > 2
+    assert all(planned[:-1])  # the last batch has none after it
+    assert planned[-1] == 0
+
+
+def _restore_exactly_with(
+    source: tuple[MemoryBackend, Path, dict[str, bytes]], target: Path, **options: object
+) -> None:
+    backend, src, files = source
+    result, reporter = _restore(backend, src, target, **options)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    _assert_restored(target, files)
+
+
+def test_threads_write_when_no_process_can_be_forked(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fork refused (too many processes) leaves the restore to threads, whole."""
+    made: list[int] = []
+    real_forked = restore.Forked
+
+    def forked(run: object) -> object:
+        if made:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        made.append(1)
+        return real_forked(run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore, "Forked", forked)
+    threads_ran: list[str] = []
+    real_run_units = Restorer._run_units
+
+    def run_units(self: Restorer, lanes: list[list[restore._Unit]]) -> None:
+        threads_ran.append(threading.current_thread().name)
+        real_run_units(self, lanes)
+
+    monkeypatch.setattr(Restorer, "_run_units", run_units)
+    _restore_exactly_with(source, tmp_path / "out", threads=3, processes=True)
+    assert made == [1]
+    assert threads_ran
+
+
+def test_a_worker_process_that_dies_stops_the_restore(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker process killed in the middle is an error of the restore, which ends
+    (no wait for an answer that cannot come) and leaves no child behind."""
+    monkeypatch.setattr(packread, "MAX_READ", 2048)
+
+    def die(self: Restorer, unit: restore._Unit) -> restore._Outcome:
+        os.kill(os.getpid(), 9)
+        raise AssertionError("not reached")
+
+    children: list[int] = []
+    real_forked = restore.Forked
+
+    def forked(run: Callable[[int], object]) -> restore.Forked:
+        child = real_forked(run)
+        children.append(child.pid)
+        return child
+
+    monkeypatch.setattr(Restorer, "_run_unit", die)
+    monkeypatch.setattr(restore, "Forked", forked)
+    backend, src, _files = source
+    with pytest.raises(RepoError, match="killed by signal 9"):
+        _restore(backend, src, tmp_path / "out", threads=3, processes=True)
+    assert len(children) >= 2
+    for pid in children:  # every one reaped already
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

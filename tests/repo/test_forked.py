@@ -1,0 +1,80 @@
+"""Tests for repo.forked: jobs run in a forked child by number, results and exceptions
+come back, a child that dies is an error, and children do not hold each other open."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from repo import forked
+from repo.errors import RepoError
+from repo.forked import Forked, WorkerDied
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("cannot pickle this")
+
+
+def test_jobs_run_in_the_child_on_its_copy_of_memory() -> None:
+    """The child sees what this process had when it forked, and runs jobs in order,
+    however many are sent ahead."""
+    table = {1: "one", 2: "two", 3: "three"}
+    child = Forked(lambda number: (os.getpid(), table[number]))
+    table[1] = "changed after the fork"
+    try:
+        for number in (1, 2, 3):
+            child.send(number)
+        answers = [child.receive() for _ in range(3)]
+        assert child.call(2) == (child.pid, "two")
+    finally:
+        child.close()
+    assert answers == [(child.pid, "one"), (child.pid, "two"), (child.pid, "three")]
+    assert child.pid != os.getpid()
+
+
+def test_what_a_job_raises_is_raised_in_the_parent() -> None:
+    def run(number: int) -> object:
+        if number == 1:
+            raise FileNotFoundError(2, "No such file or directory")
+        raise Unpicklable("odd")
+
+    child = Forked(run)
+    try:
+        with pytest.raises(FileNotFoundError, match="No such file"):
+            child.call(1)
+        with pytest.raises(RepoError, match="Unpicklable: odd"):
+            child.call(2)
+        with pytest.raises(FileNotFoundError):  # the child goes on after a failure
+            child.call(1)
+    finally:
+        child.close()
+
+
+def test_a_child_that_dies_is_an_error_naming_how() -> None:
+    child = Forked(os._exit)
+    with pytest.raises(WorkerDied, match="exit status 3"):
+        child.call(3)
+    with pytest.raises(WorkerDied, match="closed"):
+        child.call(1)
+    child.close()  # nothing left to wait for
+
+
+def test_children_do_not_hold_each_other_open(tmp_path: Path) -> None:
+    """Closing one child ends it while a later one lives: the later one closed its
+    copies of the first one's pipes, and neither runs this process's exit handlers."""
+    first = Forked(lambda number: number)
+    second = Forked(lambda number: number * 2)
+    assert first.call(1) == 1
+    closed = threading.Thread(target=first.close, daemon=True)
+    closed.start()
+    closed.join(timeout=10)
+    try:
+        assert not closed.is_alive(), "the first child did not see the end of its orders"
+        assert second.call(4) == 8
+    finally:
+        second.close()
+    assert not forked._parent_ends
