@@ -291,8 +291,9 @@ def test_restore_in_batches_is_exact(
     assert max(held) <= batch_files
 
 
+@pytest.mark.parametrize("processes", [False, True])
 def test_hard_links_and_delete_across_batches(
-    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: bool
 ) -> None:
     """A hard link whose first name was restored in an earlier batch is linked to it;
     --delete still sees every folder's names."""
@@ -306,7 +307,7 @@ def test_hard_links_and_delete_across_batches(
     _backup(repo, src)
     target = tmp_path / "out"
     _write(target / "a/extra", b"not in the snapshot")
-    result, reporter = _restore(backend, src, target, is_delete=True)
+    result, reporter = _restore(backend, src, target, is_delete=True, processes=processes)
     assert reporter.errors == []
     assert result.deleted == 1
     assert not (target / "a/extra").exists()
@@ -376,13 +377,15 @@ def test_each_pack_range_is_read_once(
 
 
 def test_sparse_restore_leaves_holes(
-    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path, threads: int
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    workers: dict[str, object],
 ) -> None:
     """--sparse writes no all-zero chunk, in the middle or at the end of a file, and
     the file still has its full size and bytes."""
     backend, src, files = source
     target = tmp_path / "out"
-    result, reporter = _restore(backend, src, target, is_sparse=True, threads=threads)
+    result, reporter = _restore(backend, src, target, is_sparse=True, **workers)
     assert reporter.errors == []
     _assert_restored(target, files)
     st = (target / "sparse.img").stat()
@@ -511,7 +514,9 @@ def test_overwrite_always_replaces_and_never_writes_through_links(
 
 
 def test_overwrite_if_changed_rewrites_only_what_differs(
-    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    workers: dict[str, object],
 ) -> None:
     """if-changed writes only the chunks that differ, cuts a grown file to size, and
     leaves the others' bytes alone."""
@@ -523,7 +528,7 @@ def test_overwrite_if_changed_rewrites_only_what_differs(
         f.write(b"\xff" * 10)
     with open(target / "sub/deeper/text.txt", "ab") as f:
         f.write(b"grown")
-    result, reporter = _restore(backend, src, target, overwrite="if-changed")
+    result, reporter = _restore(backend, src, target, overwrite="if-changed", **workers)
     assert reporter.errors == []
     _assert_restored(target, files)
     assert 0 < result.bytes < 2048 + len(files["sub/deeper/text.txt"])
