@@ -20,6 +20,7 @@ import os
 import pickle
 import signal
 import struct
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -37,7 +38,10 @@ class WorkerDied(RepoError):
 
 
 def can_fork() -> bool:
-    return hasattr(os, "fork")
+    """Whether this system can fork without exec: not Windows (no fork), not macOS
+    (its system frameworks may crash a child forked without exec; Python's own
+    multiprocessing spawns there)."""
+    return hasattr(os, "fork") and sys.platform != "darwin"
 
 
 class Forked:
