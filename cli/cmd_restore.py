@@ -30,6 +30,8 @@ class _Reporter:
         self.progress = progress
         self.g = g
         self.is_dry_run = is_dry_run
+        # Each file's action is shown only by these (planned() below).
+        self.lists_plan = is_dry_run or bool(g.verbose)
 
     def planned(self, path: str, action: str) -> None:
         """A dry run lists what would change; a real run says what it deletes."""

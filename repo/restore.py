@@ -82,6 +82,9 @@ SPREAD_SLICE = 1024
 # tree of any size must restore in the same memory.
 BATCH_FILES = 8192
 BATCH_CHUNKS = 65536
+# The first batch holds this many files, each next one twice as many up to BATCH_FILES:
+# the workers start on a small batch while the walk plans the next.
+FIRST_BATCH_FILES = 1024
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 # Where filling the page cache is dear, chunks are written uncached (RWF_DONTCACHE,
 # Linux 6.14): the write starts its writeback at once and its pages go back to the free
@@ -112,6 +115,9 @@ _R = TypeVar("_R")
 
 
 class RestoreReporter(Protocol):
+    """What a restore tells. A reporter with a false `lists_plan` attribute is not told
+    the action decided for each file (planned() is still called for deletions)."""
+
     def bytes_written(self, n: int) -> None: ...
     def error(self, path: str, message: str) -> None: ...
     def planned(self, path: str, action: str) -> None: ...
@@ -179,9 +185,10 @@ class _Outcome:
 
 @dataclass(slots=True)
 class _Writing:
-    """A batch that worker processes are writing (Restorer._start_processes): the
-    outcomes of its units, then a None as each serving thread ends."""
+    """A batch that worker processes are writing (Restorer._start_processes): its files,
+    the outcomes of its units, then a None as each serving thread ends."""
 
+    files: list[_File]
     done: queue.SimpleQueue[tuple[_Unit, _Outcome | BaseException] | None] = field(
         default_factory=queue.SimpleQueue
     )
@@ -227,6 +234,11 @@ class Restorer:
         self.dirs: list[tuple[tuple[bytes, ...], Node]] = []
         self.files: list[_File] = []  # the batch being restored
         self._planned: list[_File] = []  # the next batch, while it is planned
+        # Where the planned batch's chunks are (looked up once: the plan needs their
+        # sizes, the writing their packs), then the taken batch's, until its units are cut.
+        self._planned_locs: dict[BlobId, BlobLocation] = {}
+        self._locs: dict[BlobId, BlobLocation] = {}
+        self._batch_files = min(FIRST_BATCH_FILES, BATCH_FILES)
         self.links: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = []
         self.others: list[tuple[tuple[bytes, ...], Node]] = []
         self._inodes: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -281,12 +293,14 @@ class Restorer:
             return False
         if self.opts.is_delete:
             self._names[rel] = {n.name for n in nodes}
+        is_patterned = bool(self.includes or self.excludes)
         for node in nodes:
             if not is_safe_name(node.name):
                 self._error((*rel, node.name), "refusing an entry with an unsafe name")
                 continue
             child = (*rel, node.name)
-            cparts = (*parts, node.name.decode("utf-8", "surrogateescape"))
+            # The path as patterns see it; without patterns nothing looks at it.
+            cparts = (*parts, node.name.decode("utf-8", "surrogateescape")) if is_patterned else ()
             is_dir = node.type == "dir"
             want, descend = self._wanted(cparts, is_dir)
             if is_dir:
@@ -302,7 +316,7 @@ class Restorer:
                 continue
             else:
                 self._plan_leaf(child, node)
-                if len(self._planned) >= BATCH_FILES or self._planned_chunks >= BATCH_CHUNKS:
+                if len(self._planned) >= self._batch_files or self._planned_chunks >= BATCH_CHUNKS:
                     taken = True
                     yield
             taken = True
@@ -332,8 +346,13 @@ class Restorer:
             item.damaged.append((0, node.size, str(exc)))
             return item
         offset = 0
+        locs = self._planned_locs
         for blob_id in content:
-            loc = self.repo.index.lookup(BlobType.DATA, blob_id)
+            loc = locs.get(blob_id)
+            if loc is None:
+                loc = self.repo.index.lookup(BlobType.DATA, blob_id)
+                if loc is not None:
+                    locs[blob_id] = loc
             if loc is None:
                 why = f"data blob {blob_id.hex()[:16]} is not in the index"
                 item.damaged.append((offset, node.size, why))
@@ -385,18 +404,21 @@ class Restorer:
         return st is not None and st.st_size == item.node.size
 
     def _decide_files(self) -> None:
+        lists_plan = getattr(self.reporter, "lists_plan", True)
         for item in self.files:
             item.action = self._decide(item.rel, item.node)
             if item.action == PATCH:
                 item.fetch = self._changed_blobs(item)
                 if not item.fetch and self._same_size(item):
                     # Content already right: only its metadata is (re)applied.
-                    self.reporter.planned(_show(item.rel), SKIP)
+                    if lists_plan:
+                        self.reporter.planned(_show(item.rel), SKIP)
                     continue
             elif item.action == SKIP:
                 item.fetch = []
                 self.result.skipped += 1
-            self.reporter.planned(_show(item.rel), item.action)
+            if lists_plan:  # a path string per file costs a restore of many of them
+                self.reporter.planned(_show(item.rel), item.action)
 
     # -- running ---------------------------------------------------------------------
 
@@ -434,21 +456,19 @@ class Restorer:
             return
         writing = None
         try:
-            # Worker processes write a batch while this thread plans the next one: the
-            # batch is taken only once they are done with the one before.
+            # Worker processes write a batch while this thread plans the next one, makes
+            # its folders, decides its files and cuts its units; only then does it wait
+            # for them, and start the next.
             for _ in batches:
-                if writing is not None:
-                    self._end_writing(writing)
-                    self._after_writing()
                 self._take_batch()
                 self._make_dirs()
                 self._decide_files()
-                writing = self._write_files()
-                if writing is None:
-                    self._after_writing()
+                lanes = self._plan_writes()
+                if writing is not None:
+                    self._end_writing(writing)
+                writing = self._start_writing(lanes)
             if writing is not None:
                 self._end_writing(writing)
-                self._after_writing()
         except BaseException:
             if writing is not None:  # stopped by an error: let the workers end first
                 writing.stop.set()
@@ -462,10 +482,12 @@ class Restorer:
 
     def _take_batch(self) -> None:
         """Make the files just planned the batch to restore, forgetting the last one
-        (its folders stay)."""
+        (its folders stay; worker processes still writing it have it in _Writing)."""
         self.files, self._planned = self._planned, []
+        self._locs, self._planned_locs = self._planned_locs, {}
         self._targets = {}
         self._planned_chunks = 0
+        self._batch_files = min(BATCH_FILES, 2 * self._batch_files)
 
     def _after_writing(self) -> None:
         if self.opts.is_verify:
@@ -548,11 +570,18 @@ class Restorer:
 
     # -- writing file contents -------------------------------------------------------
 
-    def _write_files(self) -> _Writing | None:
-        """Plan the pack ranges to read, then run them on the workers (see the module
-        doc). Files with nothing to fetch (empty ones) are handed out by folder. Worker
-        processes are left running (what they are writing is returned), threads are
-        waited for."""
+    def _start_writing(self, lanes: list[list[_Unit]]) -> _Writing | None:
+        """Run the lanes on the workers. Worker processes are left running (what they
+        write is returned, for _end_writing); threads are waited for."""
+        writing = self._start_processes(lanes)
+        if writing is None:
+            self._run_units(lanes)
+            self._after_writing()
+        return writing
+
+    def _plan_writes(self) -> list[list[_Unit]]:
+        """The batch's pack ranges to read, cut into units and dealt out in lanes (see
+        the module doc); files with nothing to fetch (empty ones) go by folder."""
         by_pack: dict[bytes, dict[BlobId, BlobLocation | None]] = {}
         lone: list[int] = []
         for index, item in enumerate(self.files):
@@ -562,7 +591,7 @@ class Restorer:
             for blob_id, offset in item.fetch:
                 targets = self._targets.get(blob_id)
                 if targets is None:
-                    loc = self.repo.index.lookup(BlobType.DATA, blob_id)
+                    loc = self._locs.get(blob_id)
                     if loc is None:
                         continue  # planned only when indexed
                     targets = self._targets[blob_id] = []
@@ -579,6 +608,7 @@ class Restorer:
             for part in self._split((pack, start, end, blobs))
         ]
         del by_pack
+        self._locs = {}  # what the units need, they hold
         self._prepare_shared(work)
         by_folder: dict[tuple[bytes, ...], list[int]] = {}
         for index in lone:
@@ -589,11 +619,7 @@ class Restorer:
             for i in range(0, len(batch), LONE_BATCH)
         ]
         units += [_Unit(run, []) for run in work]
-        lanes = self._lanes(units)
-        writing = self._start_processes(lanes)
-        if writing is None:
-            self._run_units(lanes)
-        return writing
+        return self._lanes(units)
 
     def _split(self, run: Run) -> Iterator[Run]:
         """A pack range cut into ranges of at most UNIT_FILES chunk writes: a range of
@@ -742,7 +768,7 @@ class Restorer:
             for child in forks:
                 child.close()
             return None
-        writing = _Writing()
+        writing = _Writing(self.files)
         waiting = [collections.deque(lane) for lane in lanes]
 
         def serve(lane: int) -> None:
@@ -782,20 +808,26 @@ class Restorer:
 
     def _end_writing(self, writing: _Writing) -> None:
         """Collect what the worker processes did as they finish, then finish the files
-        that several of them wrote."""
-        ended = 0
+        that several of them wrote, on the plan of the batch they wrote (the next one
+        may be taken already)."""
+        taken, self.files = self.files, writing.files
         try:
-            while ended < len(writing.threads):
-                got = writing.done.get()
-                if got is None:
-                    ended += 1
-                else:
-                    self._collect(*got)
+            ended = 0
+            try:
+                while ended < len(writing.threads):
+                    got = writing.done.get()
+                    if got is None:
+                        ended += 1
+                    else:
+                        self._collect(*got)
+            finally:
+                writing.stop.set()
+                for thread in writing.threads:
+                    thread.join()
+            self._finish_shared()
+            self._after_writing()
         finally:
-            writing.stop.set()
-            for thread in writing.threads:
-                thread.join()
-        self._finish_shared()
+            self.files = taken
 
     def _run_forked(self, units: list[_Unit], number: int) -> _Outcome:
         """Run a unit in a worker process, on its own copy of the plan."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import threading
 from collections.abc import Iterator
@@ -92,19 +93,23 @@ def encode_packed(rows: list[bytes]) -> bytes:
 
 
 _INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "inode", "size", "rdev")
+_GET_INTS = operator.attrgetter(*_INT_FIELDS)
+_INT_TYPES = (int,) * len(_INT_FIELDS)
 
 
 def _check_node(node: Node, name: str) -> None:
-    if not isinstance(node.name, bytes) or not all(
-        isinstance(getattr(node, f), int) for f in _INT_FIELDS
-    ):
+    # map(isinstance, ...) rather than a generator: a tree walk checks every entry, and
+    # the checks then run without a Python frame each.
+    if not isinstance(node.name, bytes) or not all(map(isinstance, _GET_INTS(node), _INT_TYPES)):
         raise DamagedObject(f"{name}: entry with fields of the wrong type")
     if node.type not in NODE_TYPES:
         raise DamagedObject(f"{name}: entry of unknown type {node.type!r}")
     ids = (node.content or []) + (node.content_lists or [])
     if node.subtree is not None:
         ids.append(node.subtree)
-    if any(not isinstance(i, bytes) or len(i) != ID_SIZE for i in ids):
+    if ids and not (
+        all(map(isinstance, ids, itertools.repeat(bytes))) and set(map(len, ids)) == {ID_SIZE}
+    ):
         raise DamagedObject(f"{name}: malformed blob id")
 
 

@@ -288,3 +288,22 @@ def test_dry_run_restore_into_a_missing_folder(hutch: Hutch, tmp_path: Path) -> 
     assert b"would restore" in done.stdout
     assert b"listed.txt" in done.stdout
     assert not target.exists()
+
+
+def test_restore_lists_files_when_verbose_or_dry_run_only(hutch: Hutch, tmp_path: Path) -> None:
+    """restore -v names each file it restores, and --dry-run into an existing folder
+    each it would; a plain restore names none."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "listed.txt").write_bytes(b"x")
+    hutch.run("backup", src)
+    plain = hutch.run("restore", "latest", "--target", tmp_path / "plain")
+    assert b"listed.txt" not in plain.stdout + plain.stderr
+    verbose = hutch.run("restore", "latest", "--target", tmp_path / "verbose", "-v")
+    assert b"restore " in verbose.stdout
+    assert b"listed.txt" in verbose.stdout
+    (tmp_path / "empty").mkdir()
+    dry = hutch.run("restore", "latest", "--target", tmp_path / "empty", "--dry-run")
+    assert b"would restore" in dry.stdout
+    assert b"listed.txt" in dry.stdout
+    assert list((tmp_path / "empty").iterdir()) == []

@@ -271,13 +271,13 @@ def test_restore_in_batches_is_exact(
     monkeypatch.setattr(restore, "BATCH_FILES", batch_files)
     monkeypatch.setattr(restore, "BATCH_CHUNKS", batch_chunks)
     held: list[int] = []
-    real = Restorer._write_files
+    real = Restorer._plan_writes
 
-    def counting(self: Restorer) -> restore._Writing | None:
+    def counting(self: Restorer) -> list[list[restore._Unit]]:
         held.append(len(self.files))
         return real(self)
 
-    monkeypatch.setattr(Restorer, "_write_files", counting)
+    monkeypatch.setattr(Restorer, "_plan_writes", counting)
     backend, src, files = source
     target = tmp_path / "out"
     result, reporter = _restore(backend, src, target, threads=2, processes=processes)
@@ -928,20 +928,33 @@ def test_the_next_batch_is_planned_while_processes_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The restoring process plans a batch while the worker processes write the one
-    before: when it waits for them, the next batch is planned already."""
-    monkeypatch.setattr(restore, "BATCH_FILES", 4)
+    before: when it waits for them, the next batch is taken, its files decided and its
+    units cut already. Batches start small and double."""
+    monkeypatch.setattr(restore, "BATCH_FILES", 8)
+    monkeypatch.setattr(restore, "FIRST_BATCH_FILES", 2)
     real_end = Restorer._end_writing
-    planned: list[int] = []
+    ready: list[tuple[bool, bool]] = []
+    sizes: list[int] = []
+    real_plan_writes = Restorer._plan_writes
+
+    def plan_writes(self: Restorer) -> list[list[restore._Unit]]:
+        sizes.append(len(self.files))
+        return real_plan_writes(self)
 
     def end(self: Restorer, writing: restore._Writing) -> None:
-        planned.append(len(self._planned))
+        # The next batch, when there is one, is not the one being written, and its
+        # units are cut: every file of it has its chunk count.
+        ahead = self.files is not writing.files
+        ready.append((ahead, all(item.remaining or not item.fetch for item in self.files)))
         real_end(self, writing)
 
+    monkeypatch.setattr(Restorer, "_plan_writes", plan_writes)
     monkeypatch.setattr(Restorer, "_end_writing", end)
     _restore_exactly_with(source, tmp_path / "out", threads=2, processes=True)
-    assert len(planned) > 2
-    assert all(planned[:-1])  # the last batch has none after it
-    assert planned[-1] == 0
+    # The batches of one folder's files write on threads (one lane): not all are here.
+    assert ready.count((True, True)) >= 2
+    assert all(is_cut for _ahead, is_cut in ready)
+    assert sizes[:3] == [2, 4, 8]
 
 
 def _restore_exactly_with(
