@@ -158,11 +158,12 @@ def workers(request: pytest.FixtureRequest) -> dict[str, object]:
 
 
 def _restore_exactly(
-    source: tuple[MemoryBackend, Path, dict[str, bytes]], target: Path, threads: int
+    source: tuple[MemoryBackend, Path, dict[str, bytes]], target: Path, **options: object
 ) -> None:
-    """Restore the source's snapshot on `threads` workers: no error, every file, exact."""
+    """Restore the source's snapshot with these options (workers): no error, every
+    file, exact."""
     backend, src, files = source
-    result, reporter = _restore(backend, src, target, threads=threads)
+    result, reporter = _restore(backend, src, target, **options)
     assert reporter.errors == []
     assert result.files == len(files)
     _assert_restored(target, files)
@@ -216,7 +217,7 @@ def test_dear_cached_writes_go_uncached(
     monkeypatch.setattr(restore, "MEASURE_FROM", 1)
     monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", -1)
     calls = Pwritev(monkeypatch)
-    _restore_exactly(source, tmp_path / "out", threads)
+    _restore_exactly(source, tmp_path / "out", threads=threads)
     if calls.refused:
         pytest.skip(f"this system refuses RWF_DONTCACHE (errno {calls.refused[0]})")
     assert calls.flags
@@ -232,7 +233,7 @@ def test_cheap_cached_writes_stay_cached(
     monkeypatch.setattr(restore, "MEASURE_FROM", 1)
     monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", 10**12)
     calls = Pwritev(monkeypatch)
-    _restore_exactly(source, tmp_path / "out", 3)
+    _restore_exactly(source, tmp_path / "out", threads=3)
     assert calls.flags == []
 
 
@@ -248,7 +249,7 @@ def test_refused_uncached_writes_fall_back_to_cached(
     monkeypatch.setattr(restore, "DEAR_NS_PER_KIB", -1)
     monkeypatch.setattr(restore, "RWF_DONTCACHE", 1 << 30)
     calls = Pwritev(monkeypatch)
-    _restore_exactly(source, tmp_path / "out", threads)
+    _restore_exactly(source, tmp_path / "out", threads=threads)
     assert calls.refused
     assert set(calls.refused) <= {errno.EOPNOTSUPP, errno.EINVAL}
     # Each worker tries the flag once at most: none after the refusals.
@@ -950,21 +951,11 @@ def test_the_next_batch_is_planned_while_processes_write(
 
     monkeypatch.setattr(Restorer, "_plan_writes", plan_writes)
     monkeypatch.setattr(Restorer, "_end_writing", end)
-    _restore_exactly_with(source, tmp_path / "out", threads=2, processes=True)
+    _restore_exactly(source, tmp_path / "out", threads=2, processes=True)
     # The batches of one folder's files write on threads (one lane): not all are here.
     assert ready.count((True, True)) >= 2
     assert all(is_cut for _ahead, is_cut in ready)
     assert sizes[:3] == [2, 4, 8]
-
-
-def _restore_exactly_with(
-    source: tuple[MemoryBackend, Path, dict[str, bytes]], target: Path, **options: object
-) -> None:
-    backend, src, files = source
-    result, reporter = _restore(backend, src, target, **options)
-    assert reporter.errors == []
-    assert result.files == len(files)
-    _assert_restored(target, files)
 
 
 def test_threads_write_when_no_process_can_be_forked(
@@ -991,7 +982,7 @@ def test_threads_write_when_no_process_can_be_forked(
         real_run_units(self, lanes)
 
     monkeypatch.setattr(Restorer, "_run_units", run_units)
-    _restore_exactly_with(source, tmp_path / "out", threads=3, processes=True)
+    _restore_exactly(source, tmp_path / "out", threads=3, processes=True)
     assert made == [1]
     assert threads_ran
 
