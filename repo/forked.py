@@ -10,8 +10,9 @@ come back, pickled: the child is this same program, so its pickles are trusted.
 The child runs jobs only: it never returns into the caller's stack, runs no `atexit`
 callback (the repository lock is the parent's to release) and writes nothing to stdout
 or stderr. It needs no lock another thread could hold at the fork: the threads alive
-then (the lock refresher) take the interpreter's lock around everything but system
-calls, and the child takes none of their Python locks.
+then (the lock refresher, a progress display) take the interpreter's lock around
+everything but system calls, and the child takes none of their Python locks, nor those
+of stdout and stderr.
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ class Forked:
     def __init__(self, run: Callable[[int], object]) -> None:
         orders_r, orders_w = os.pipe()
         results_r, results_w = os.pipe()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns of forking with threads alive: see the module doc.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of forking with threads alive: see the module doc.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:
+            for fd in (orders_r, orders_w, results_r, results_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the child
             code = 1
             try:

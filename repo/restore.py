@@ -786,7 +786,7 @@ class Restorer:
                         break
                     unit = sent.popleft()
                     try:
-                        outcome: _Outcome | BaseException = _outcome(child, unit)
+                        outcome: _Outcome | BaseException = _outcome(child)
                     except BaseException as exc:  # raised again by _end_writing
                         outcome = exc
                         writing.stop.set()
@@ -992,6 +992,7 @@ class Restorer:
             self._failed(index, exc.strerror or str(exc), out)
 
     def _failed(self, index: int, message: str, out: _Outcome) -> None:
+        """Report a file that failed, once: a worker process leaves it to the parent."""
         if self._forked:
             out.failed.append((index, message))  # for the parent's copy of the plan
         else:
@@ -1200,7 +1201,8 @@ def _next_unit(waiting: list[collections.deque[_Unit]], lane: int) -> _Unit | No
             return longest.pop()
 
 
-def _outcome(child: Forked, unit: _Unit) -> _Outcome:
+def _outcome(child: Forked) -> _Outcome:
+    """The outcome of the oldest unit a worker process was given."""
     got = child.receive()
     if not isinstance(got, _Outcome):
         raise TypeError(f"a worker process answered {type(got).__name__}")

@@ -78,3 +78,16 @@ def test_children_do_not_hold_each_other_open(tmp_path: Path) -> None:
     finally:
         second.close()
     assert not forked._parent_ends
+
+
+def test_a_refused_fork_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAGAIN from fork is raised, and the four pipe ends made for the child are closed."""
+
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", refuse)
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        Forked(lambda number: number)
+    assert set(os.listdir("/proc/self/fd")) == before
