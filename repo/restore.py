@@ -21,7 +21,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -390,8 +390,7 @@ class Restorer:
         try:
             changed = []
             for blob_id, offset in item.blobs:
-                loc = self.repo.index.lookup(BlobType.DATA, blob_id)
-                length = loc.raw_length if loc else 0
+                length = self._locs[blob_id].raw_length  # every planned chunk is there
                 data = os.pread(fd, length, offset)
                 if len(data) != length or self.repo.blob_id(data) != blob_id:
                     changed.append((blob_id, offset))
@@ -528,13 +527,7 @@ class Restorer:
         for start in range(0, len(items), SPREAD_SLICE):
             part = items[start : start + SPREAD_SLICE]
             parents: Parents = {}
-            for item in part:
-                parent = rel_of(item)[:-1]
-                if parent not in parents:
-                    try:
-                        parents[parent] = self._dirs.pin(parent)
-                    except OSError as exc:
-                        parents[parent] = exc
+            self._pin(parents, (rel_of(item)[:-1] for item in part))
             ways = max(1, min(self.opts.threads, len(part) // MKDIRS_PER_THREAD))
             size = -(-len(part) // ways)
             # Contiguous runs: entries come in tree order, so each worker makes its
@@ -543,9 +536,7 @@ class Restorer:
             try:
                 outcomes += _in_parallel(pieces, functools.partial(make, parents))
             finally:
-                for parent, fd in parents.items():
-                    if isinstance(fd, int):
-                        self._dirs.unpin(parent)
+                self._unpin(parents)
         return outcomes
 
     def _make_dir(self, parents: Parents, rel: tuple[bytes, ...]) -> str | None:
@@ -837,9 +828,7 @@ class Restorer:
         try:
             return self._run_unit(unit)
         finally:
-            for parent, fd in unit.parents.items():
-                if isinstance(fd, int):
-                    self._dirs.unpin(parent)
+            self._unpin(unit.parents)
 
     def _finish_shared(self) -> None:
         """After worker processes: finish each file that several units wrote, none of
@@ -858,20 +847,26 @@ class Restorer:
         if unit.run is not None:
             for blob_id, _loc in unit.run[3]:
                 indexes.extend(index for index, _offset in self._targets[blob_id])
-        for index in indexes:
-            parent = self.files[index].rel[:-1]
-            if parent not in unit.parents:
+        self._pin(unit.parents, (self.files[index].rel[:-1] for index in indexes))
+
+    def _pin(self, parents: Parents, folders: Iterable[tuple[bytes, ...]]) -> None:
+        """Pin each folder not in `parents` yet, or note there why it cannot be opened."""
+        for folder in folders:
+            if folder not in parents:
                 try:
-                    unit.parents[parent] = self._dirs.pin(parent)
+                    parents[folder] = self._dirs.pin(folder)
                 except OSError as exc:
-                    unit.parents[parent] = exc
+                    parents[folder] = exc
+
+    def _unpin(self, parents: Parents) -> None:
+        for folder, fd in parents.items():
+            if isinstance(fd, int):
+                self._dirs.unpin(folder)
 
     def _collect(self, unit: _Unit, outcome: _Outcome | BaseException) -> None:
         if isinstance(outcome, BaseException):
             raise outcome
-        for parent, fd in unit.parents.items():
-            if isinstance(fd, int):
-                self._dirs.unpin(parent)
+        self._unpin(unit.parents)
         for index, message in outcome.failed:
             item = self.files[index]
             if not item.failed:  # a shared file may have failed in several workers
