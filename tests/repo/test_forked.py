@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,32 @@ def test_a_refused_fork_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(OSError, match="temporarily unavailable"):
         Forked(lambda number: number)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_orders_to_a_dead_child_are_an_error() -> None:
+    """A child that died before its next order: sending it fails as WorkerDied, not as
+    a broken pipe."""
+    child = Forked(os._exit)
+    child.send(0)
+    with open(f"/proc/{child.pid}/stat") as stat:  # wait until it is a zombie
+        while stat.read().split(") ")[-1][0] != "Z":
+            time.sleep(0.001)
+            stat.seek(0)
+    try:
+        with pytest.raises(WorkerDied, match="Broken pipe"):
+            child.send(1)
+    finally:
+        child.close()
+
+
+@pytest.mark.parametrize("written", [b"\x05\x00", b"\x05\x00\x00\x00ab"])
+def test_a_frame_cut_short_is_an_error(written: bytes) -> None:
+    """A header or a payload that ends early (a child killed while it wrote)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, written)
+    os.close(write_end)
+    try:
+        with pytest.raises(WorkerDied, match="cut short"):
+            forked._read_frame(read_end)
+    finally:
+        os.close(read_end)

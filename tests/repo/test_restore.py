@@ -24,6 +24,7 @@ from repo.backend.memory import MemoryBackend
 from repo.backup import Archiver, BackupOptions, QuietReporter
 from repo.dump import dump_file, file_chunks
 from repo.errors import DamagedObject, RepoError
+from repo.forked import WorkerDied
 from repo.pattern import split_path
 from repo.repository import Repository
 from repo.restore import RestoreOptions, Restorer, RestoreResult
@@ -1015,5 +1016,34 @@ def test_a_worker_process_that_dies_stops_the_restore(
         _restore(backend, src, tmp_path / "out", threads=3, processes=True)
     assert len(children) >= 2
     for pid in children:  # every one reaped already
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_worker_process_that_takes_no_orders_stops_the_restore(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An order that cannot be sent (the child is gone) is an error of the restore, and
+    every child is waited for."""
+    children: list[int] = []
+    real_init = restore.Forked.__init__
+
+    def init(self: restore.Forked, run: Callable[[int], object]) -> None:
+        real_init(self, run)
+        children.append(self.pid)
+
+    def refuse(self: restore.Forked, number: int) -> None:
+        raise WorkerDied(f"worker process {self.pid}: Broken pipe")
+
+    monkeypatch.setattr(restore.Forked, "__init__", init)
+    monkeypatch.setattr(restore.Forked, "send", refuse)
+    monkeypatch.setattr(packread, "MAX_READ", 2048)
+    backend, src, _files = source
+    with pytest.raises(WorkerDied, match="Broken pipe"):
+        _restore(backend, src, tmp_path / "out", threads=3, processes=True)
+    assert len(children) >= 2
+    for pid in children:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
