@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--via", choices=["load", "add", "repository"], default="load")
     parser.add_argument("--work", help="folder for the repository of --via repository")
     args = parser.parse_args()
+    if args.work:
+        os.makedirs(args.work, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         gc.collect()
         before = rss_bytes()
