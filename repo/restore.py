@@ -541,10 +541,8 @@ class Restorer:
 
     def _make_dir(self, parents: Parents, rel: tuple[bytes, ...]) -> str | None:
         """None when made, "" when already a folder, else what went wrong (on a worker)."""
-        parent = parents[rel[:-1]]
         try:
-            if isinstance(parent, OSError):
-                raise OSError(parent.errno, parent.strerror)
+            parent = _parent_fd(parents, rel)
             try:
                 os.mkdir(rel[-1], 0o700, dir_fd=parent)
             except FileExistsError:
@@ -706,15 +704,9 @@ class Restorer:
         waiting = [collections.deque(lane) for lane in lanes]
 
         def hand_out(lane: int) -> int:
-            if waiting[lane]:
-                unit = waiting[lane].popleft()
-            else:
-                # Done with its stretch: take the far end of the longest one left, away
-                # from where its own worker is.
-                longest = max(waiting, key=len)
-                if not longest:
-                    return 0
-                unit = longest.pop()
+            unit = _next_unit(waiting, lane)
+            if unit is None:
+                return 0
             self._pin_parents(unit)
             todo[lane].put(unit)
             return 1
@@ -1017,9 +1009,7 @@ class Restorer:
         if fd is not None:
             return fd
         item = self.files[index]
-        parent = unit.parents[item.rel[:-1]]
-        if isinstance(parent, OSError):
-            raise OSError(parent.errno, parent.strerror)
+        parent = _parent_fd(unit.parents, item.rel)
         if item.created:
             flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(item.rel[-1], flags, dir_fd=parent)
@@ -1090,11 +1080,8 @@ class Restorer:
     def _make_special(parents: Parents, entry: tuple[tuple[bytes, ...], Node, str]) -> str | None:
         """None when made, else what went wrong (on a worker)."""
         rel, node, action = entry
-        parent = parents[rel[:-1]]
         try:
-            if isinstance(parent, OSError):
-                raise OSError(parent.errno, parent.strerror)
-            make_special(parent, rel[-1], node, is_new=action == CREATE)
+            make_special(_parent_fd(parents, rel), rel[-1], node, is_new=action == CREATE)
         except OSError as exc:
             return exc.strerror or str(exc)
         return None
@@ -1180,6 +1167,14 @@ def _in_parallel(parts: list[list[_T]], work: Callable[[_T], _R]) -> list[_R]:
     if failures:
         raise failures[0]
     return [result for part in results for result in part]
+
+
+def _parent_fd(parents: Parents, rel: tuple[bytes, ...]) -> int:
+    """The pinned descriptor of the folder rel is in; OSError, as pinning it failed."""
+    parent = parents[rel[:-1]]
+    if isinstance(parent, OSError):
+        raise OSError(parent.errno, parent.strerror)
+    return parent
 
 
 def _next_unit(waiting: list[collections.deque[_Unit]], lane: int) -> _Unit | None:
