@@ -6,7 +6,7 @@ ChunkerParams (recorded in the repository config), never on how the data is read
 
 from chunker._errors import ChunkerError
 from chunker._params import ALGORITHM, ChunkerParams
-from chunker._stream import DEFAULT_WINDOW, chunk_bytes, iter_chunks
+from chunker._stream import DEFAULT_WINDOW, chunk_bytes, iter_chunks, iter_cut_lengths
 
 __all__ = [
     "ALGORITHM",
@@ -15,4 +15,5 @@ __all__ = [
     "ChunkerParams",
     "chunk_bytes",
     "iter_chunks",
+    "iter_cut_lengths",
 ]

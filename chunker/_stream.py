@@ -77,6 +77,50 @@ def _iter_windows(
         view = memoryview(bytearray(first))
         del first
         filled = window
+    for cuts in _final_cuts(fill, params, view, filled, is_end):
+        for offset, length in cuts:
+            yield bytes(view[offset : offset + length])
+
+
+def iter_cut_lengths(
+    readinto: Callable[[memoryview], int], params: ChunkerParams, window: bytearray
+) -> Iterator[list[int]]:
+    """The lengths of the chunks iter_chunks would give for the stream that repeated
+    readinto(view) calls fill (0 = end), a list per window chunked.
+
+    For a process that only finds the boundaries, while another reads the bytes
+    between them. Raises ChunkerError at call time as iter_chunks does.
+    """
+    params.validate()
+    require_extension()
+    if len(window) < 2 * params.max_size:
+        raise ChunkerError(
+            f"chunker window {len(window)} is smaller than 2 * max_size ({2 * params.max_size})"
+        )
+    return _iter_lengths(readinto, params, window)
+
+
+def _iter_lengths(
+    readinto: Callable[[memoryview], int], params: ChunkerParams, window: bytearray
+) -> Iterator[list[int]]:
+    fill = _filler(_no_read, readinto)
+    view = memoryview(window)
+    filled, is_end = fill(view, 0)
+    if not filled:
+        return
+    for cuts in _final_cuts(fill, params, view, filled, is_end):
+        yield [length for _offset, length in cuts]
+
+
+def _final_cuts(
+    fill: Callable[[memoryview, int], tuple[int, bool]],
+    params: ChunkerParams,
+    view: memoryview,
+    filled: int,
+    is_end: bool,
+) -> Iterator[list[tuple[int, int]]]:
+    """The (offset, length) in view of each window's final chunks, a list per window;
+    view holds that window's bytes until the next list is asked for."""
     while True:
         cuts = cut_points(view[:filled], params)
         tail_offset = filled
@@ -85,13 +129,16 @@ def _iter_windows(
             # o .. o + max_size, so every chunk but the last is final; the last
             # may only have stopped at the window's edge and must see more data.
             tail_offset, _ = cuts.pop()
-        for offset, length in cuts:
-            yield bytes(view[offset : offset + length])
+        yield cuts
         if is_end:
             return
         # Move the tail to the front (memoryview assignment handles the overlap).
         view[: filled - tail_offset] = view[tail_offset:filled]
         filled, is_end = fill(view, filled - tail_offset)
+
+
+def _no_read(size: int) -> bytes:  # pragma: no cover - a filler with readinto never reads
+    raise AssertionError("read() called where readinto() fills the window")
 
 
 def _read_window(read: Callable[[int], bytes], window: int) -> tuple[bytes, bool]:

@@ -6,10 +6,10 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chunker import chunk_bytes, iter_chunks
 from repo import smallfiles
@@ -30,6 +30,9 @@ from repo.tree import (
 )
 from repo.types import BlobId, BlobType
 
+if TYPE_CHECKING:  # imported on first use: only a backup of large files starts the worker
+    from repo.chunkworker import ChunkWorker
+
 # docs/design.md, "Backup": an entry whose mtime or ctime is this close to the parent
 # snapshot's start may have changed again within the same timestamp tick, so it is
 # reread. Linux file systems stamp with the kernel's coarse clock (a few ms); whole
@@ -39,6 +42,11 @@ RACY_COARSE_NS = 2_000_000_000
 # The chunking window: twice the largest chunk. The pages a large file touched in a
 # window of 16 MiB stayed resident beside the small-file worker's, for no speed.
 READ_WINDOW = 8 * 1024 * 1024
+# Files of at least this size are chunked at the boundaries a second process finds
+# (repo/chunkworker.py), once it has started (some 70 ms, on the other core); it is
+# waited for at a file of WAIT_FOR_CUTTER_FROM bytes or more.
+CUT_APART_FROM = 16 * 1024 * 1024
+WAIT_FOR_CUTTER_FROM = 128 * 1024 * 1024
 # A directory's entries are statted, stored and packed into tree rows this many at a
 # time: an entry waiting as Python objects holds about a kilobyte, its packed row some
 # 150 bytes, so a folder of 100,000 files costs some 15 MiB, not 100.
@@ -149,6 +157,10 @@ class BackupOptions:
     program_version: str = ""
 
 
+class _EndedEarly(Exception):
+    """A file ended before the chunk lengths the worker gave for it."""
+
+
 @dataclass(slots=True)
 class _Entry:
     """A directory entry that passed the excludes, waiting for its content or subtree."""
@@ -240,6 +252,8 @@ class Archiver:
         self._worker_failed = False
         self._small_seen = 0
         self._small_limit = min(smallfiles.MAX_SIZE, repo.config.chunker.min_size)
+        self._cutter: ChunkWorker | None = None
+        self._cutter_failed = False
 
     # -- saving ----------------------------------------------------------------------
 
@@ -280,13 +294,21 @@ class Archiver:
         chunks: Iterable[bytes]
         if isinstance(feed, ReadFeed):  # read whole already: no window to copy it into
             chunks = chunk_bytes(read(st_size + 1), params)
+        elif isinstance(feed, DirectFeed) and (cutter := self._chunk_worker(st_size)) is not None:
+            chunks = self._cut_apart(feed, cutter)
         else:
             readinto = self._counted_readinto(feed) if isinstance(feed, DirectFeed) else None
             chunks = iter_chunks(read, params, self._window(), readinto)
         content = []
-        for chunk in chunks:
-            content.append(self._save(BlobType.DATA, chunk))
-            size += len(chunk)
+        try:
+            for chunk in chunks:
+                content.append(self._save(BlobType.DATA, chunk))
+                size += len(chunk)
+        finally:
+            if isinstance(chunks, Generator):
+                # Now, not when the error's traceback lets go of it: the chunk worker
+                # must drop this file before it is given the next.
+                chunks.close()
         after = feed.after
         ended = None if after is None else (after.st_size, after.st_mtime_ns)
         self._file_stored(entry, content, size, ended)
@@ -329,6 +351,50 @@ class Archiver:
         else:
             self.stats.files_changed += 1
         self.reporter.file_done(entry.path, node.size)
+
+    def _cut_apart(self, feed: DirectFeed, cutter: ChunkWorker) -> Generator[bytes, None, None]:
+        """The chunks of a large file, at the boundaries the chunk worker finds; from
+        where it fails, or where the file ends before its lengths do, chunked here."""
+        from repo.chunkworker import CutsFailed, WorkerFailed  # noqa: PLC0415 - loaded
+
+        try:
+            with closing(cutter.cut_lengths(feed.fileno())) as windows:
+                for lengths in windows:
+                    for length in lengths:
+                        chunk = feed.read_exactly(length)
+                        self.reporter.bytes_read(len(chunk))
+                        if chunk:
+                            yield chunk
+                        if len(chunk) < length:
+                            raise _EndedEarly
+        except (_EndedEarly, CutsFailed, WorkerFailed):
+            # A read error the worker met recurs below, and is reported as ever.
+            pass
+        # At the end of the file already, unless the worker stopped short of it.
+        params = self.repo.config.chunker
+        yield from iter_chunks(feed.read, params, self._window(), self._counted_readinto(feed))
+
+    def _chunk_worker(self, size: int) -> ChunkWorker | None:
+        """The chunk worker for a file of `size` bytes, if the file is large enough and
+        the worker is ready; waited for only for a file large enough to pay for it."""
+        if size < CUT_APART_FROM or not self._start_chunk_worker():
+            return None
+        cutter = self._cutter
+        if cutter is None or not cutter.is_ready(is_waiting=size >= WAIT_FOR_CUTTER_FROM):
+            return None
+        return cutter
+
+    def _start_chunk_worker(self) -> bool:
+        """Start the chunk worker unless it is started; whether it is (and not broken)."""
+        if self._cutter is None and not self._cutter_failed:
+            from repo.chunkworker import ChunkWorker  # noqa: PLC0415 - see TYPE_CHECKING
+
+            try:
+                self._cutter = ChunkWorker(self.repo.config.chunker, self._window_size)
+            except OSError as exc:
+                self._cutter_failed = True
+                self.reporter.warning(b"", f"cannot start the chunk worker: {exc}")
+        return self._cutter is not None and not self._cutter.is_broken
 
     def _counted_readinto(self, feed: DirectFeed) -> Callable[[memoryview], int]:
         def readinto(view: memoryview) -> int:
@@ -384,6 +450,8 @@ class Archiver:
         failed = set()
         rest = [e for e in entries if not e.is_sent]
         paths, sizes = [e.path for e in rest], [e.node.size for e in rest]
+        if max(sizes, default=0) >= CUT_APART_FROM:
+            self._start_chunk_worker()  # it starts while the files before are read
         worker = self._worker
         with closing(self._readers.feeds(paths, sizes)) as feeds:
             for entry in entries:
@@ -695,6 +763,9 @@ class Archiver:
             if self._worker is not None:
                 self._worker.close()
                 self._worker = None
+            if self._cutter is not None:
+                self._cutter.close()
+                self._cutter = None
         return self._finish(root, paths)
 
     def run_stdin(self, name: bytes, read: Callable[[int], bytes]) -> tuple[Snapshot, bool]:

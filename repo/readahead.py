@@ -124,27 +124,51 @@ class ReadFeed:
 
 class DirectFeed:
     """A large file the archiver reads itself: opened on the first read, closed at its
-    end or on cancel."""
+    end or on cancel. It reads at its own position (pread), so the chunk worker, given
+    the same open file, reads it too without moving that position."""
 
     def __init__(self, path: bytes) -> None:
         self.path = path
         self.after: os.stat_result | None = None
         self._fd = -1
+        self._position = 0
+
+    def fileno(self) -> int:
+        """The open file (opened now, on first use)."""
+        return self._open()
 
     def read(self, n: int) -> bytes:
         """Up to n bytes of the file, b"" at its end."""
         if self.after is not None:
             return b""
-        data = os.read(self._open(), n)
+        data = os.pread(self._open(), n, self._position)
+        self._position += len(data)
         if not data:
             self._end()
+        return data
+
+    def read_exactly(self, n: int) -> bytes:
+        """The next n bytes of the file; fewer only at its end (which is not taken for
+        the end yet: a read or readinto after it says so)."""
+        if self.after is not None:
+            return b""
+        data = os.pread(self._open(), n, self._position)
+        if 0 < len(data) < n:
+            parts = [data]
+            got = len(data)
+            while got < n and (part := os.pread(self._fd, n - got, self._position + got)):
+                parts.append(part)
+                got += len(part)
+            data = b"".join(parts)
+        self._position += len(data)
         return data
 
     def readinto(self, view: memoryview) -> int:
         """Read into view; the number of bytes put there, 0 at the end of the file."""
         if self.after is not None:
             return 0
-        n = os.readv(self._open(), [view])
+        n = os.preadv(self._open(), [view], self._position)
+        self._position += n
         if not n:
             self._end()
         return n

@@ -18,6 +18,7 @@ from chunker import (
     ChunkerParams,
     chunk_bytes,
     iter_chunks,
+    iter_cut_lengths,
 )
 from chunker._fastcdc import cut_points
 
@@ -74,6 +75,7 @@ def test_exported_names() -> None:
             "ChunkerParams",
             "chunk_bytes",
             "iter_chunks",
+            "iter_cut_lengths",
         ]
     )
     assert ALGORITHM == "fastcdc-1.7.0"
@@ -134,6 +136,36 @@ def test_a_reused_window_buffer_gives_every_stream_its_own_chunks(
             chunks = list(iter_chunks(reader(data, sizes), SMALL, buffer))
         assert chunks == chunk_bytes(data, SMALL)
         assert all(isinstance(c, bytes) for c in chunks)
+
+
+@FAST
+@given(
+    streams=st.lists(STREAMS, min_size=1, max_size=4),
+    window=SMALL_WINDOWS,
+    sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20),
+)
+def test_cut_lengths_are_the_lengths_of_the_chunks(
+    streams: list[bytes], window: int, sizes: list[int]
+) -> None:
+    """iter_cut_lengths gives the lengths of chunk_bytes's chunks, in order, whatever the
+    window and the fills, on one buffer reused stream after stream; an empty stream
+    gives no list, and no list of a longer stream is empty."""
+    buffer = bytearray(window)
+    for data in streams:
+        lists = list(iter_cut_lengths(readinto_over(data, sizes), SMALL, buffer))
+        assert [n for lengths in lists for n in lengths] == [
+            len(chunk) for chunk in chunk_bytes(data, SMALL)
+        ]
+        assert all(lists)
+        assert len(lists) <= max(1, -(-len(data) // (window - SMALL.max_size)))
+
+
+def test_cut_lengths_reject_a_small_window_and_a_boastful_readinto() -> None:
+    """The same checks as iter_chunks: the window, at call time, and the fill."""
+    with pytest.raises(ChunkerError, match="window"):
+        iter_cut_lengths(readinto_over(b"x", [1]), SMALL, bytearray(2 * SMALL.max_size - 1))
+    with pytest.raises(ChunkerError, match="more than the room"):
+        list(iter_cut_lengths(lambda view: len(view) + 1, SMALL, bytearray(2 * SMALL.max_size)))
 
 
 def test_readinto_reporting_more_than_the_room_is_rejected() -> None:
