@@ -387,8 +387,11 @@ class Archiver:
     def _start_chunk_worker(self) -> bool:
         """Start the chunk worker unless it is started; whether it is (and not broken)."""
         if self._cutter is None and not self._cutter_failed:
-            from repo.chunkworker import ChunkWorker  # noqa: PLC0415 - see TYPE_CHECKING
+            from repo.chunkworker import ChunkWorker, is_supported  # noqa: PLC0415
 
+            if not is_supported():
+                self._cutter_failed = True
+                return False
             try:
                 self._cutter = ChunkWorker(self.repo.config.chunker, self._window_size)
             except OSError as exc:

@@ -50,6 +50,17 @@ _ORDER_SIZE = 16
 _MAX_FDS = 4
 
 
+def is_supported() -> bool:
+    """Whether this system has what the worker needs: Unix sockets of packets that
+    carry descriptors (not macOS's), and preadv."""
+    return (
+        sys.platform not in ("darwin", "win32")
+        and hasattr(socket, "SOCK_SEQPACKET")
+        and hasattr(socket, "CMSG_LEN")
+        and hasattr(os, "preadv")
+    )
+
+
 class WorkerFailed(RepoError):
     """The chunk worker stopped, or answered out of turn: the archiver chunks itself."""
 

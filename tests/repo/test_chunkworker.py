@@ -244,13 +244,39 @@ def test_a_file_shorter_than_its_lengths_is_stored_as_read(
             assert [len(repo.load_blob(BlobType.DATA, i)) for i in ids] == [1000, len(data) - 1000]
 
 
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
 def test_a_worker_that_cannot_start_leaves_the_files_to_the_archiver(
-    make_repo: MakeRepo, tmp_path: Path, cut_apart: list[int], monkeypatch: pytest.MonkeyPatch
+    make_repo: MakeRepo,
+    tmp_path: Path,
+    cut_apart: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    executable: str,
 ) -> None:
-    """An interpreter that exits at once: every file is chunked by the archiver."""
+    """An interpreter that cannot be run (a warning says so) or that exits at once:
+    every file is chunked by the archiver."""
     repo = make_repo(chunker=TINY)
     files = _sources(tmp_path / "src")
-    monkeypatch.setattr(chunkworker.sys, "executable", "/bin/false")
+    monkeypatch.setattr(chunkworker.sys, "executable", executable)
+    snap, reporter = run_backup(repo, tmp_path / "src")
+    assert reporter.errors == []
+    if executable == "/bin/false":
+        assert reporter.warnings == []
+    else:
+        assert [(p, m.split(":")[0]) for p, m in reporter.warnings] == [
+            (b"", "cannot start the chunk worker")
+        ]
+    assert cut_apart == []
+    for name, ids in _content_ids(repo, snap).items():
+        assert _content(repo, ids) == files[os.fsdecode(name)]
+
+
+def test_a_system_without_what_the_worker_needs_chunks_in_the_archiver_quietly(
+    make_repo: MakeRepo, tmp_path: Path, cut_apart: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the worker cannot run, no worker is started and nothing is said of it."""
+    files = _sources(tmp_path / "src")
+    repo = make_repo(chunker=TINY)
+    monkeypatch.setattr(chunkworker, "is_supported", lambda: False)
     snap, reporter = run_backup(repo, tmp_path / "src")
     assert reporter.errors == reporter.warnings == []
     assert cut_apart == []
