@@ -355,7 +355,7 @@ class Archiver:
     def _cut_apart(self, feed: DirectFeed, cutter: ChunkWorker) -> Generator[bytes, None, None]:
         """The chunks of a large file, at the boundaries the chunk worker finds; from
         where it fails, or where the file ends before its lengths do, chunked here."""
-        from repo.chunkworker import CutsFailed, WorkerFailed  # noqa: PLC0415 - loaded
+        from repo.chunkworker import CutsFailed, WorkerFailed  # noqa: PLC0415 - see TYPE_CHECKING
 
         try:
             with closing(cutter.cut_lengths(feed.fileno())) as windows:
