@@ -253,7 +253,7 @@ class Archiver:
         self._small_seen = 0
         self._small_limit = min(smallfiles.MAX_SIZE, repo.config.chunker.min_size)
         self._cutter: ChunkWorker | None = None
-        self._cutter_failed = False
+        self._cutter_tried = False
 
     # -- saving ----------------------------------------------------------------------
 
@@ -377,27 +377,25 @@ class Archiver:
     def _chunk_worker(self, size: int) -> ChunkWorker | None:
         """The chunk worker for a file of `size` bytes, if the file is large enough and
         the worker is ready; waited for only for a file large enough to pay for it."""
-        if size < CUT_APART_FROM or not self._start_chunk_worker():
+        if size < CUT_APART_FROM:
             return None
-        cutter = self._cutter
+        cutter = self._start_chunk_worker()
         if cutter is None or not cutter.is_ready(is_waiting=size >= WAIT_FOR_CUTTER_FROM):
-            return None
+            return None  # not ready, or broken
         return cutter
 
-    def _start_chunk_worker(self) -> bool:
-        """Start the chunk worker unless it is started; whether it is (and not broken)."""
-        if self._cutter is None and not self._cutter_failed:
+    def _start_chunk_worker(self) -> ChunkWorker | None:
+        """The chunk worker, started now unless it was; None if it cannot be."""
+        if not self._cutter_tried:
+            self._cutter_tried = True  # one that did not start is not tried again
             from repo.chunkworker import ChunkWorker, is_supported  # noqa: PLC0415
 
-            if not is_supported():
-                self._cutter_failed = True
-                return False
-            try:
-                self._cutter = ChunkWorker(self.repo.config.chunker, self._window_size)
-            except OSError as exc:
-                self._cutter_failed = True
-                self.reporter.warning(b"", f"cannot start the chunk worker: {exc}")
-        return self._cutter is not None and not self._cutter.is_broken
+            if is_supported():
+                try:
+                    self._cutter = ChunkWorker(self.repo.config.chunker, self._window_size)
+                except OSError as exc:
+                    self.reporter.warning(b"", f"cannot start the chunk worker: {exc}")
+        return self._cutter
 
     def _counted_readinto(self, feed: DirectFeed) -> Callable[[memoryview], int]:
         def readinto(view: memoryview) -> int:

@@ -40,6 +40,7 @@ from typing import IO
 
 from chunker import ChunkerError, ChunkerParams, iter_cut_lengths
 from repo.errors import RepoError
+from repo.pipes import PipeEnded, read_exactly, write_all
 
 _HEADER = struct.Struct("<IB")
 _FAILURE = struct.Struct("<i")
@@ -169,17 +170,12 @@ class ChunkWorker:
         return status, self._read_exactly(length)
 
     def _read_exactly(self, n: int) -> bytes:
-        parts = []
-        while n > 0:
-            try:
-                part = os.read(self._answers.fileno(), n)
-            except OSError as exc:
-                raise self._broken(f"the chunk worker's pipe: {exc.strerror}") from exc
-            if not part:
-                raise self._broken("the chunk worker stopped")
-            parts.append(part)
-            n -= len(part)
-        return b"".join(parts)
+        try:
+            return read_exactly(self._answers.fileno(), n)
+        except PipeEnded as exc:
+            raise self._broken("the chunk worker stopped") from exc
+        except OSError as exc:
+            raise self._broken(f"the chunk worker's pipe: {exc.strerror}") from exc
 
     def _broken(self, message: str) -> WorkerFailed:
         self.is_broken = True
@@ -281,6 +277,4 @@ def _cut_file(
 
 
 def _write_frame(fd: int, status: int, body: bytes = b"") -> None:
-    view = memoryview(_HEADER.pack(len(body), status) + body)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, _HEADER.pack(len(body), status) + body)

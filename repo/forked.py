@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable
 
 from repo.errors import RepoError
+from repo.pipes import PipeEnded, read_exactly, write_all
 
 _HEADER = struct.Struct("<I")
 # This process's ends of the pipes of the children it has running: a child forked
@@ -86,7 +87,7 @@ class Forked:
         if self._orders is None:
             raise WorkerDied("worker process closed")
         try:
-            _write_all(self._orders, _HEADER.pack(number))
+            write_all(self._orders, _HEADER.pack(number))
         except OSError as exc:
             raise WorkerDied(f"worker process {self.pid}: {exc.strerror}") from exc
 
@@ -135,7 +136,11 @@ def _serve(run: Callable[[int], object], orders: int, results: int) -> None:
     # closing their orders, once the job each is on is done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    while (frame := _read_exactly(orders, _HEADER.size)) is not None:
+    while True:
+        try:
+            frame = read_exactly(orders, _HEADER.size)
+        except PipeEnded:  # the parent closed the orders (or died)
+            return
         (number,) = _HEADER.unpack(frame)
         try:
             reply = pickle.dumps((True, run(number)))
@@ -144,36 +149,19 @@ def _serve(run: Callable[[int], object], orders: int, results: int) -> None:
                 reply = pickle.dumps((False, exc))
             except Exception:  # one that pickle cannot carry
                 reply = pickle.dumps((False, RepoError(f"{type(exc).__name__}: {exc}")))
-        _write_all(results, _HEADER.pack(len(reply)) + reply)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_exactly(fd: int, n: int) -> bytes | None:
-    """n bytes, or None at the end of the pipe before any of them."""
-    parts = []
-    got = 0
-    while got < n:
-        part = os.read(fd, n - got)
-        if not part:
-            if got:
-                raise WorkerDied("a worker process's frame was cut short")
-            return None
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
+        write_all(results, _HEADER.pack(len(reply)) + reply)
 
 
 def _read_frame(fd: int) -> bytes | None:
-    header = _read_exactly(fd, _HEADER.size)
-    if header is None:
+    """The next frame's payload; None if the pipe ends before it."""
+    try:
+        header = read_exactly(fd, _HEADER.size)
+    except PipeEnded as exc:
+        if exc.got:
+            raise WorkerDied("a worker process's frame was cut short") from exc
         return None
     (size,) = _HEADER.unpack(header)
-    payload = _read_exactly(fd, size)
-    if payload is None:
-        raise WorkerDied("a worker process's frame was cut short")
-    return payload
+    try:
+        return read_exactly(fd, size)
+    except PipeEnded as exc:
+        raise WorkerDied("a worker process's frame was cut short") from exc

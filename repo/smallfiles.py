@@ -30,6 +30,7 @@ import msgpack
 
 from repo.errors import RepoError
 from repo.fsmeta import read_xattrs
+from repo.pipes import PipeEnded, read_exactly, write_all
 from repo.readahead import open_for_reading
 
 _LENGTH = struct.Struct("<I")
@@ -79,11 +80,7 @@ def _frame(value: Any) -> bytes:
 
 
 def _read_frame(fd: int) -> Any:
-    """The next frame's value; WorkerFailed at the end of the stream.
-
-    Read from the descriptor itself: a buffered reader would take the start of the
-    next frame into its buffer, where select() cannot see it.
-    """
+    """The next frame's value; WorkerFailed at the end of the stream."""
     (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
     try:
         return msgpack.unpackb(_read_exactly(fd, length), raw=False)
@@ -91,25 +88,13 @@ def _read_frame(fd: int) -> Any:
         raise WorkerFailed("the small-file worker answered out of turn") from exc
 
 
-def _read_exactly(fd: int, n: int) -> bytearray:
-    buffer = bytearray(n)
-    view = memoryview(buffer)
-    done = 0
-    while done < n:
-        try:
-            got = os.readv(fd, [view[done:]])
-        except OSError as exc:  # not a file's error: the pipe's
-            raise WorkerFailed(f"the small-file worker's pipe: {exc.strerror}") from exc
-        if not got:
-            raise WorkerFailed("the small-file worker stopped")
-        done += got
-    return buffer
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _read_exactly(fd: int, n: int) -> bytes:
+    try:
+        return read_exactly(fd, n)
+    except PipeEnded as exc:
+        raise WorkerFailed("the small-file worker stopped") from exc
+    except OSError as exc:  # not a file's error: the pipe's
+        raise WorkerFailed(f"the small-file worker's pipe: {exc.strerror}") from exc
 
 
 class SmallFileWorker:
@@ -163,7 +148,7 @@ class SmallFileWorker:
 
     def _send(self, value: Any) -> None:
         try:
-            _write_all(self._in.fileno(), _frame(value))
+            write_all(self._in.fileno(), _frame(value))
         except (OSError, ValueError) as exc:
             raise WorkerFailed("the small-file worker stopped") from exc
 
@@ -291,13 +276,13 @@ def serve() -> None:
         return blob_id, sealed
 
     try:
-        _write_all(sink, _frame(_READY))
+        write_all(sink, _frame(_READY))
         while True:
             try:
                 batch = _read_frame(source)
             except WorkerFailed:
                 return
-            _write_all(sink, _frame(_read_batch(batch, store)))
+            write_all(sink, _frame(_read_batch(batch, store)))
     except BrokenPipeError:
         return
 

@@ -101,6 +101,35 @@ def test_a_file_the_worker_cannot_read_fails_alone(worker: ChunkWorker, tmp_path
     assert not worker.is_broken
 
 
+def test_a_file_the_worker_cannot_chunk_fails_alone(tmp_path: Path) -> None:
+    """A chunker error in the worker (here its window, under two maximal chunks) is
+    CutsFailed, naming it."""
+    narrow = ChunkWorker(TINY, 2 * TINY.max_size - 1)
+    fd = _file(tmp_path / "f", _data(5, 9000))
+    try:
+        with pytest.raises(CutsFailed, match="window"):
+            list(narrow.cut_lengths(fd))
+        assert not narrow.is_broken
+    finally:
+        os.close(fd)
+        narrow.close()
+
+
+def test_an_answer_out_of_turn_breaks_the_worker(
+    worker: ChunkWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status that has no place in a file's answers (a second READY) is WorkerFailed,
+    and the worker is not used again."""
+    monkeypatch.setattr(ChunkWorker, "_answer", lambda self: (chunkworker.READY, b""))
+    fd = _file(tmp_path / "f", _data(6, 9000))
+    try:
+        with pytest.raises(WorkerFailed, match="out of turn"):
+            list(worker.cut_lengths(fd))
+    finally:
+        os.close(fd)
+    assert worker.is_broken
+
+
 def test_a_killed_worker_is_broken(worker: ChunkWorker, tmp_path: Path) -> None:
     """A worker killed between two files is WorkerFailed at the next, and stays broken."""
     os.kill(worker._proc.pid, signal.SIGKILL)

@@ -234,6 +234,26 @@ def test_a_direct_feed_cancelled_midway_closes_its_file(tmp_path: Path) -> None:
         readahead.DirectFeed(path + b".gone").read(1)
 
 
+def test_a_direct_feed_reads_exactly_through_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_exactly gathers reads that come short (as some file systems give them) into
+    the bytes asked for, reads on from where it stopped, and gives fewer only at the
+    file's end, which a read after it then reports."""
+    data = os.urandom(10_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    real_pread = os.pread
+    monkeypatch.setattr(readahead.os, "pread", lambda fd, n, at: real_pread(fd, min(n, 777), at))
+    feed = readahead.DirectFeed(os.fsencode(path))
+    assert feed.read_exactly(3000) == data[:3000]
+    assert feed.read_exactly(6000) == data[3000:9000]
+    assert feed.read_exactly(5000) == data[9000:]
+    assert feed.after is None
+    assert feed.read(10) == b""
+    assert feed.after is not None and feed.after.st_size == 10_000
+
+
 def test_a_small_file_is_read_with_a_buffer_of_its_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
