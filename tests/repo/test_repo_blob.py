@@ -15,6 +15,8 @@ from crypto import id_hash
 from repo.blob import (
     MARK_RAW,
     MARK_ZSTD,
+    SMALL_FROM,
+    SMALL_LEVEL,
     compress,
     compress_parts,
     decompress,
@@ -57,7 +59,23 @@ def test_kept_contexts_store_what_a_fresh_context_stores(inputs: list[tuple[byte
     for data, level in [*inputs, (bytes(300_000), 3), *inputs]:
         stored = compress(data, level)
         if stored[0] == MARK_ZSTD:
-            assert stored[1:] == zstd.compress(data, level=level)
+            used = max(level, SMALL_LEVEL) if len(data) < SMALL_FROM else level
+            assert stored[1:] == zstd.compress(data, level=used)
+
+
+@pytest.mark.parametrize("size", [4000, SMALL_FROM - 1, SMALL_FROM, 100_000])
+def test_small_data_is_compressed_at_the_small_level_at_least(size: int) -> None:
+    """Under SMALL_FROM the configured level 2 becomes SMALL_LEVEL (3), whose output
+    differs from level 2's on text; from SMALL_FROM on, level 2 is level 2."""
+    words = b" ".join(b"%d:%s" % (i, b"backup restore chunk pack"[i % 20 :]) for i in range(20_000))
+    data = words[:size]
+    stored = compress(data, 2)
+    assert stored[0] == MARK_ZSTD
+    expected = SMALL_LEVEL if size < SMALL_FROM else 2
+    assert stored[1:] == zstd.compress(data, level=expected)
+    assert zstd.compress(data, level=2) != zstd.compress(data, level=SMALL_LEVEL)
+    # A higher configured level is kept.
+    assert compress(data, 5)[1:] == zstd.compress(data, level=5)
 
 
 def test_threads_compress_alike() -> None:
