@@ -44,8 +44,10 @@ from repo.restorefs import (
     apply_fd_metadata,
     lstat_at,
     make_special,
+    mark_top,
     remove_entry,
     special_matches,
+    unmark_top,
 )
 from repo.tree import Node
 from repo.types import BlobId, BlobLocation, BlobType
@@ -77,6 +79,8 @@ MKDIRS_PER_THREAD = 8
 ORDERS_AHEAD = 4
 # Folders or special files made at a time, their parent folders' descriptors held open.
 SPREAD_SLICE = 1024
+# Folders marked the top of a hierarchy while the restore runs, at most (_mark_top).
+MARKED_TOPS = 16
 # A restore plans and writes the tree this many files, or chunks, at a time: a planned
 # file costs about a kilobyte (its entry, its chunk list, where each chunk goes), and a
 # tree of any size must restore in the same memory.
@@ -249,6 +253,7 @@ class Restorer:
         # Folders this run made (or found empty): nothing in them needs a look first.
         self._fresh: set[tuple[bytes, ...]] = set()
         self._bad_dirs: set[tuple[bytes, ...]] = set()  # could not be made
+        self._tops: list[tuple[bytes, ...]] = []  # folders marked by _mark_top
         # Where each blob goes: (file index, offset) for every file holding it.
         self._targets: dict[BlobId, list[tuple[int, int]]] = {}
         self._lock = threading.Lock()  # the bookkeeping of shared files
@@ -440,7 +445,10 @@ class Restorer:
                     if next(entries, None) is None:
                         self._fresh.add(())
             with _no_cycle_collection():
-                self._run_phases(batches)
+                try:
+                    self._run_phases(batches)
+                finally:
+                    self._unmark_tops()
         finally:
             self._dirs.close()
             os.close(root_fd)
@@ -553,9 +561,45 @@ class Restorer:
                     raise OSError(errno.EEXIST, "exists and is not a directory") from None
                 remove_entry(parent, rel[-1])
                 os.mkdir(rel[-1], 0o700, dir_fd=parent)
+            if len(rel) == 1 or rel[:-1] not in self._fresh:
+                self._mark_top(parent, rel)
         except OSError as exc:
             return exc.strerror or str(exc)
         return None
+
+    def _mark_top(self, parent: int, rel: tuple[bytes, ...]) -> None:
+        """Mark a folder this restore made in one it did not make the top of a directory
+        hierarchy until the restore ends (restorefs.mark_top): ext4 then makes the
+        folders below it in the block group with the fewest folders, not in the one
+        the target is in.
+
+        On ext4 without a journal, making an inode first steps over each inode freed
+        in its block group in the last minute (in the last six while the freed inode's
+        table block is not written back): after another tree nearby was deleted, that
+        was most of a restore's CPU time, and its system time four to eight times that
+        of a restore into a group without deleted files (docs/
+        benchmarks.md, seventeenth run). With a journal, or on another file system,
+        the tree is only placed as ext4 places folders made at its root."""
+        with self._lock:
+            if len(self._tops) >= MARKED_TOPS:
+                return
+            self._tops.append(rel)
+        fd = os.open(rel[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        try:
+            marked = mark_top(fd)
+        finally:
+            os.close(fd)
+        if not marked:
+            with self._lock:
+                self._tops.remove(rel)
+
+    def _unmark_tops(self) -> None:
+        for rel in self._tops:
+            try:
+                unmark_top(self._dirs.fd(rel))
+            except OSError as exc:
+                self._error(rel, f"top-of-hierarchy flag left set: {exc.strerror or exc}")
+        self._tops = []
 
     # -- writing file contents -------------------------------------------------------
 

@@ -494,6 +494,124 @@ def test_a_failed_write_is_an_error_for_that_file_only(
     _assert_restored(target, {r: d for r, d in files.items() if r != "big.bin"})
 
 
+# -- where the restored tree goes (ext4's top-of-hierarchy flag) ---------------------
+
+
+def _is_marked(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = restorefs._flags(fd)
+    finally:
+        os.close(fd)
+    return flags is not None and bool(flags & restorefs.TOPDIR_FL)
+
+
+def _marked_dirs(target: Path) -> set[str]:
+    return {str(p.relative_to(target)) for p in target.rglob("*") if p.is_dir() and _is_marked(p)}
+
+
+@pytest.fixture
+def markable(tmp_path: Path) -> None:
+    """Skips where the test folder's file system has no top-of-hierarchy flag (ext4
+    has it; tmpfs has not)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if not restorefs.mark_top(fd):
+            pytest.skip("the test folder's file system has no top-of-hierarchy flag")
+    finally:
+        os.close(fd)
+    probe.rmdir()
+
+
+@pytest.mark.usefixtures("markable")
+def test_mark_top_sets_and_unmark_top_clears_that_flag_only(tmp_path: Path) -> None:
+    """mark_top adds the flag to what the folder had, once; unmark_top takes it off and
+    leaves the rest."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        before = restorefs._flags(fd)
+        assert before is not None and not before & restorefs.TOPDIR_FL
+        assert restorefs.mark_top(fd)
+        assert restorefs._flags(fd) == before | restorefs.TOPDIR_FL
+        assert not restorefs.mark_top(fd)  # marked already: not ours to clear
+        restorefs.unmark_top(fd)
+        assert restorefs._flags(fd) == before
+        restorefs.unmark_top(fd)  # nothing to take off
+        assert restorefs._flags(fd) == before
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.usefixtures("markable")
+def test_a_restore_marks_the_folders_it_makes_first_and_clears_them(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    workers: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While it runs, a restore marks each folder it makes in a folder it did not make
+    (here the target's two); none is left marked after it."""
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target, **workers)
+    assert reporter.errors == []
+    assert result.files == len(files)
+    assert _marked_dirs(target) == set()
+    _assert_restored(target, files)
+
+    kept = tmp_path / "kept"
+    monkeypatch.setattr(restore, "unmark_top", lambda fd: None)
+    _restore(backend, src, kept, **workers)
+    assert _marked_dirs(kept) == {"sub", "many"}
+
+
+@pytest.mark.usefixtures("markable")
+def test_a_folder_the_target_holds_is_not_marked(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder that was there before is never marked; the first folders made below it
+    are."""
+    backend, src, _files = source
+    target = tmp_path / "out"
+    (target / "sub").mkdir(parents=True)
+    monkeypatch.setattr(restore, "unmark_top", lambda fd: None)
+    _result, reporter = _restore(backend, src, target)
+    assert reporter.errors == []
+    assert _marked_dirs(target) == {"sub/deeper", "many"}
+
+
+@pytest.mark.usefixtures("markable")
+def test_a_restore_that_fails_clears_its_marks(
+    source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """A restore stopped by an error takes its marks off on the way out."""
+
+    class Stopping(Collect):
+        def bytes_written(self, n: int) -> None:
+            raise KeyboardInterrupt
+
+    backend, src, _files = source
+    target = tmp_path / "out"
+    repo = Repository.open(backend, PASSWORD)
+    try:
+        (snap,) = repo.list_snapshots()
+        path = os.fsencode(src)
+        root = find_node(repo, snap.tree, path)
+        opts = RestoreOptions(os.fsencode(target), threads=1)
+        with pytest.raises(KeyboardInterrupt):
+            Restorer(repo, root, split_path(path), opts, Stopping()).run()
+    finally:
+        repo.close()
+    assert (target / "sub").is_dir()
+    assert _marked_dirs(target) == set()
+
+
 # -- what the target already holds ---------------------------------------------------
 
 
