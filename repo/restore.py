@@ -568,18 +568,18 @@ class Restorer:
         return None
 
     def _mark_top(self, parent: int, rel: tuple[bytes, ...]) -> None:
-        """Mark a folder this restore made in one it did not make the top of a directory
-        hierarchy until the restore ends (restorefs.mark_top): ext4 then makes the
-        folders below it in the block group with the fewest folders, not in the one
-        the target is in.
+        """Mark rel, a folder this restore made in one it did not make, the top of a
+        directory hierarchy until the restore ends (restorefs.mark_top): ext4 then
+        makes the folders below it in the block group with the fewest folders, not in
+        the target's.
 
         On ext4 without a journal, making an inode first steps over each inode freed
-        in its block group in the last minute (in the last six while the freed inode's
-        table block is not written back): after another tree nearby was deleted, that
-        was most of a restore's CPU time, and its system time four to eight times that
-        of a restore into a group without deleted files (docs/
-        benchmarks.md, seventeenth run). With a journal, or on another file system,
-        the tree is only placed as ext4 places folders made at its root."""
+        in its block group in the last minute (the last six, while the freed inode's
+        table block is not written back). After another tree nearby was deleted, that
+        was most of a restore's CPU time, and its system time was four to eight times
+        that of a restore into a group without freed inodes (docs/benchmarks.md,
+        seventeenth run). With a journal, or on another file system, the tree is only
+        placed as ext4 places the folders made at its root."""
         with self._lock:
             if len(self._tops) >= MARKED_TOPS:
                 return

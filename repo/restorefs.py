@@ -8,7 +8,6 @@ import collections
 import contextlib
 import errno
 import os
-import platform
 import stat
 import struct
 import sys
@@ -22,6 +21,7 @@ OPEN_DIRS = 128
 # are left out rather than risk another request's number. The kernel reads and writes
 # an int.
 _IOC_GENERIC = {"x86_64", "aarch64", "arm64", "riscv64", "s390x", "loongarch64"}
+_HAS_FLAGS = sys.platform == "linux" and os.uname().machine in _IOC_GENERIC
 _LONG = struct.calcsize("l")
 _GETFLAGS = (2 << 30) | (_LONG << 16) | (ord("f") << 8) | 1
 _SETFLAGS = (1 << 30) | (_LONG << 16) | (ord("f") << 8) | 2
@@ -118,14 +118,16 @@ def mark_top(fd: int) -> bool:
 
 def unmark_top(fd: int) -> None:
     """Take mark_top()'s mark off, leaving every other flag as it is now (the kernel
-    may have set some meanwhile: a growing folder's index)."""
+    may have set some meanwhile: a growing folder's index); OSError if it stays."""
     flags = _flags(fd)
-    if flags is not None and flags & TOPDIR_FL and not _set_flags(fd, flags & ~TOPDIR_FL):
-        raise OSError(errno.EPERM, "cannot clear the top-of-hierarchy flag")
+    if flags is not None and flags & TOPDIR_FL:
+        import fcntl  # noqa: PLC0415 - Linux only, as _flags()
+
+        fcntl.ioctl(fd, _SETFLAGS, array.array("i", [flags & ~TOPDIR_FL]))
 
 
 def _flags(fd: int) -> int | None:
-    if sys.platform != "linux" or platform.machine() not in _IOC_GENERIC:
+    if not _HAS_FLAGS:
         return None
     import fcntl  # noqa: PLC0415 - Linux only
 
