@@ -44,7 +44,7 @@ from repo.restorefs import (
     apply_fd_metadata,
     lstat_at,
     make_special,
-    mark_top,
+    mark_top_at,
     remove_entry,
     special_matches,
     unmark_top,
@@ -584,12 +584,7 @@ class Restorer:
             if len(self._tops) >= MARKED_TOPS:
                 return
             self._tops.append(rel)
-        fd = os.open(rel[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-        try:
-            marked = mark_top(fd)
-        finally:
-            os.close(fd)
-        if not marked:
+        if not mark_top_at(parent, rel[-1]):
             with self._lock:
                 self._tops.remove(rel)
 

@@ -116,6 +116,19 @@ def mark_top(fd: int) -> bool:
     return _set_flags(fd, flags | TOPDIR_FL)
 
 
+def mark_top_at(parent: int, name: bytes) -> bool:
+    """mark_top() on the folder `name` in `parent`, never following a symlink; False
+    also when it cannot be opened (the mark is only a hint)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        return mark_top(fd)
+    finally:
+        os.close(fd)
+
+
 def unmark_top(fd: int) -> None:
     """Take mark_top()'s mark off, leaving every other flag as it is now (the kernel
     may have set some meanwhile: a growing folder's index); OSError if it stays."""

@@ -546,6 +546,21 @@ def test_mark_top_sets_and_unmark_top_clears_that_flag_only(tmp_path: Path) -> N
         os.close(fd)
 
 
+def test_mark_top_at_a_name_that_is_no_folder_is_false(tmp_path: Path) -> None:
+    """Marking is a hint: a name that is missing, a file or a symlink to a folder is
+    not marked, and says so without raising."""
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "folder")
+    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in (b"missing", b"file", b"link"):
+            assert restorefs.mark_top_at(parent, name) is False
+    finally:
+        os.close(parent)
+    assert not _is_marked(tmp_path / "folder")
+
+
 @pytest.mark.usefixtures("markable")
 def test_a_restore_marks_the_folders_it_makes_first_and_clears_them(
     source: tuple[CountingBackend, Path, dict[str, bytes]],
