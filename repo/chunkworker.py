@@ -40,7 +40,7 @@ from typing import IO
 
 from chunker import ChunkerError, ChunkerParams, iter_cut_lengths
 from repo.errors import RepoError
-from repo.pipes import PipeEnded, read_exactly, write_all
+from repo.pipes import PipeEnded, end_process, read_exactly, write_all
 
 _HEADER = struct.Struct("<IB")
 _FAILURE = struct.Struct("<i")
@@ -184,11 +184,7 @@ class ChunkWorker:
     def close(self) -> None:
         """End the worker: it stops at the end of its orders."""
         self._orders.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        end_process(self._proc)
         self._answers.close()
 
 

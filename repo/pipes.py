@@ -1,4 +1,5 @@
-"""Whole writes and exact reads on the pipes between hutch and its worker processes.
+"""Whole writes and exact reads on the pipes between hutch and the processes it starts
+(its workers, ssh, rclone), and the end of those processes.
 
 Read from the descriptor itself, not through a buffered reader: one would take the
 start of the next frame into its buffer, where select() cannot see it.
@@ -7,6 +8,10 @@ start of the next frame into its buffer, where select() cannot see it.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # its callers have it; a restore, which reads pipes, does not need it
+    import subprocess
 
 
 class PipeEnded(EOFError):
@@ -36,3 +41,14 @@ def read_exactly(fd: int, n: int) -> bytes:
         parts.append(part)
         got += len(part)
     return b"".join(parts)
+
+
+def end_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Wait up to `timeout` seconds for a process asked to end, then kill it."""
+    import subprocess  # noqa: PLC0415 - see TYPE_CHECKING
+
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -152,14 +152,12 @@ class DirectFeed:
         the end yet: a read or readinto after it says so)."""
         if self.after is not None:
             return b""
-        data = os.pread(self._open(), n, self._position)
-        if 0 < len(data) < n:
-            parts = [data]
-            got = len(data)
-            while got < n and (part := os.pread(self._fd, n - got, self._position + got)):
-                parts.append(part)
-                got += len(part)
-            data = b"".join(parts)
+        fd = self._open()
+        data = os.pread(fd, n, self._position)
+        while 0 < len(data) < n and (
+            more := os.pread(fd, n - len(data), self._position + len(data))
+        ):
+            data += more
         self._position += len(data)
         return data
 

@@ -30,7 +30,7 @@ import msgpack
 
 from repo.errors import RepoError
 from repo.fsmeta import read_xattrs
-from repo.pipes import PipeEnded, read_exactly, write_all
+from repo.pipes import PipeEnded, end_process, read_exactly, write_all
 from repo.readahead import open_for_reading
 
 _LENGTH = struct.Struct("<I")
@@ -224,11 +224,7 @@ class SmallFileWorker:
         """End the worker: it stops at the end of its input."""
         with contextlib.suppress(OSError):
             self._in.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        end_process(self._proc)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 

@@ -22,6 +22,7 @@ from typing import IO, TypeVar
 from repo.backend import BackendOptions
 from repo.backend.rest import RestBackend, parse_rest_location
 from repo.errors import BackendError, TransientError
+from repo.pipes import end_process
 from repo.types import FileInfo, Handle, Kind
 
 T = TypeVar("T")
@@ -71,11 +72,7 @@ class RcloneServer:
         """Terminate rclone (kill it if it lingers) and drop its log."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end_process(self.process, STOP_TIMEOUT)
         self._log.close()
 
 

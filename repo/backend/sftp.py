@@ -26,6 +26,7 @@ import paramiko
 from repo.backend import TEMP_MARK, BackendOptions
 from repo.backend.sshconfig import HostConfig, SftpLocation, parse_location, resolve_host
 from repo.errors import BackendError, ObjectNotFound, TransientError
+from repo.pipes import end_process
 from repo.types import FileInfo, Handle, Kind
 
 T = TypeVar("T")
@@ -101,11 +102,7 @@ class _ProxyProcess:
         self.socket.close()
         if self.process.poll() is None:
             self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process)
 
 
 def _hint(host: str, user: str | None, port: int | None) -> str:

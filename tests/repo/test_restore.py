@@ -602,6 +602,27 @@ def test_a_folder_the_target_holds_is_not_marked(
 
 
 @pytest.mark.usefixtures("markable")
+def test_a_mark_that_cannot_be_taken_off_is_an_error_for_its_folder(
+    source: tuple[CountingBackend, Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder whose mark stays is reported by name; the restore itself completes."""
+
+    def unmark_top(fd: int) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(restore, "unmark_top", unmark_top)
+    backend, src, files = source
+    target = tmp_path / "out"
+    result, reporter = _restore(backend, src, target)
+    message = "top-of-hierarchy flag left set: Operation not permitted"
+    assert sorted(reporter.errors) == [("many", message), ("sub", message)]
+    assert result.errors == 2
+    _assert_restored(target, files)
+
+
+@pytest.mark.usefixtures("markable")
 def test_a_restore_that_fails_clears_its_marks(
     source: tuple[CountingBackend, Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
